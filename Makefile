@@ -1,0 +1,42 @@
+# Set-up is part of every target: a fresh machine needs nothing but Python 3 and make.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
+
+.PHONY: setup serve test test-fast build chromium bench bench-peers eval clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first: 2.13.0 is the CPU build on local disk; any other request pulls a CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+serve: setup
+	$(VENV)/bin/rag serve
+
+build: setup
+	$(VENV)/bin/rag build
+
+test: setup chromium
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not browser"
+
+eval: setup
+	$(VENV)/bin/rag eval ../shared/eval/seed-qa.jsonl
+	$(VENV)/bin/rag eval ../shared/eval/xquad-de-dev.json --distractors ../shared/data/10kGNAD-test.csv --distractors-limit 300
+
+bench: setup
+	$(VENV)/bin/rag bench
+
+clean:
+	rm -rf index/v-* index/CURRENT index/embcache.sqlite index/.lock .pytest_cache

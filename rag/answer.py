@@ -1,0 +1,371 @@
+"""Answers: verbatim quotes around the answering sentence, the answering phrase highlighted,
+agreement across articles, and abstention when the evidence is too weak."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+
+from .retrieval import Passage, _allowed, clean_question, diversify, make_passage, merge_spans, rank_chunks
+
+if TYPE_CHECKING:
+    from .store import Index
+
+ABSTAIN_MESSAGE = "Das steht nicht im Korpus: keiner der Artikel beantwortet diese Frage."
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class Agreement:
+    phrases: list[tuple[str, str]]  # (doc_id, answering phrase), one per article
+    agree: bool
+
+    @property
+    def line(self) -> str:
+        n = len(self.phrases)
+        verdict = "stimmen überein" if self.agree else "weichen voneinander ab"
+        return f"{n} Quellen {verdict}: " + " · ".join(p for _, p in self.phrases)
+
+    def to_dict(self) -> dict:
+        return {"phrases": [list(p) for p in self.phrases], "agree": self.agree, "line": self.line}
+
+
+@dataclass
+class Answer:
+    question: str
+    passages: list[Passage]
+    abstained: bool
+    confidence: float
+    agreement: Agreement | None = None
+    message: str = ""
+
+    @property
+    def phrase(self) -> str:
+        """The answering phrase of the best passage ('' when abstained)."""
+        return "" if self.abstained or not self.passages else self.passages[0].highlighted
+
+    def to_dict(self) -> dict:
+        return {
+            "question": self.question,
+            "abstained": self.abstained,
+            "message": self.message,
+            "phrase": self.phrase,
+            "confidence": round(self.confidence, 4),
+            "agreement": self.agreement.to_dict() if self.agreement else None,
+            "passages": [p.to_dict() for p in self.passages],
+        }
+
+
+# ---------------------------------------------------------------- typed answers
+
+_NUM_WORDS = (
+    r"(?:ein|eine|einer|einem|einen|zwei|drei|vier|fünf|sechs|sieben|acht|neun|zehn|elf|zwölf|"
+    r"zwanzig|dreißig|vierzig|fünfzig|hundert|tausend|anderthalb|eineinhalb|zweieinhalb|halbe[nr]?|\d+(?:[.,]\d+)?)"
+)
+_APPROX = r"(?:(?:rund|etwa|gut|knapp|fast|fast genau|beinahe|über|mehr als|weniger als|nahezu|ca\.|circa|ungefähr|bis zu|mindestens|höchstens|insgesamt|nur|genau)\s+)?"
+_UNIT_TIME = r"(?:Stunden?|Std\.|Minuten?|Min\.|Sekunden?|Tagen?|Tage|Wochen?|Monaten?|Monate|Jahren?|Jahre|Jahrzehnten?|Jahrhunderten?)"
+_MONTHS = r"(?:Januar|Jänner|Februar|März|April|Mai|Juni|Juli|August|September|Oktober|November|Dezember)"
+_WEEKDAYS = r"(?:Montag|Dienstag|Mittwoch|Donnerstag|Freitag|Samstag|Sonntag)(?:abend|morgen|nachmittag|vormittag|mittag)?"
+
+PATTERNS = {
+    "duration": re.compile(
+        rf"\b{_APPROX}(?:{_NUM_WORDS}\s*-?\s*{_UNIT_TIME}(?:\s+und\s+{_NUM_WORDS}\s+{_UNIT_TIME})?"
+        rf"|{_NUM_WORDS}(?:stündig|minütig|tägig|wöchig|monatig|jährig)\w*)",
+        re.IGNORECASE,
+    ),
+    "time": re.compile(
+        rf"\b(?:(?:um|gegen|ab|bis)\s+)?\d{{1,2}}[.:]\d{{2}}\s*Uhr(?:\s+\w+zeit)?"
+        rf"|\b(?:(?:am|vom|seit|bis|ab)\s+)?(?:\d{{1,2}}\.\s*{_MONTHS}(?:\s+\d{{4}})?|\d{{1,2}}\.\d{{1,2}}\.\d{{2,4}})"
+        rf"|\b(?:(?:im|seit|bis|ab|Anfang|Ende|Mitte)\s+)?{_MONTHS}(?:\s+\d{{4}})?"
+        rf"|\b(?:(?:am|vom|seit|bis|ab)\s+)?{_WEEKDAYS}"
+        rf"|\b(?:(?:im\s+Jahr(?:e)?|seit|bis|ab|um|von|vor|nach|im)\s+)?(?:1[0-9]{{3}}|20[0-9]{{2}})(?:er)?\b"
+        rf"|\b\d{{1,2}}\.\s*Jahrhundert"
+        rf"|\b(?:gestern|heute|morgen|vorgestern)(?:abend|morgen|nachmittag)?\b",
+        re.IGNORECASE,
+    ),
+    "number": re.compile(
+        rf"\b{_APPROX}(?:\d[\d.,]*\d|\d)(?:\s*(?:Prozent|%|Millionen|Milliarden|Mio\.|Mrd\.|Tausend))?"
+        rf"(?:\s+[A-ZÄÖÜa-zäöüß][\w-]*)?"
+        rf"|\b{_APPROX}(?:zwei|drei|vier|fünf|sechs|sieben|acht|neun|zehn|elf|zwölf|zwanzig|dreißig|vierzig|fünfzig|hundert|tausend|zehntausend|hunderttausend)\w*(?:\s+[A-ZÄÖÜ][\w-]*)?",
+    ),
+    "place": re.compile(
+        r"\b(?:in|im|aus|nach|bei|auf|an)\s+(?:der|dem|den|seiner|ihrer|seinem|ihrem)?\s*"
+        r"((?:[A-ZÄÖÜ][\w-]+)(?:\s+[A-ZÄÖÜ][\w-]+)*(?:\s+(?:in|im|bei|am|an der)\s+[A-ZÄÖÜ][\w-]+)*)"
+    ),
+    "entity": re.compile(r"\b[A-ZÄÖÜ][\w.-]*[\wé](?:\s+(?:von|van|de|al|bin)?\s*[A-ZÄÖÜ][\w.-]*[\wé])*"),
+}
+
+# Question words → the kind of phrase that answers them.
+_QTYPES = [
+    (re.compile(r"\bwie\s+lange?\b|\bwie\s+viel\w*\s+(?:Stunden|Minuten|Tage|Wochen|Monate|Jahre)\b|\bwelche(?:r|n)?\s+Dauer\b", re.I), "duration"),
+    (re.compile(r"\bum\s+wie\s+viel\s+Uhr\b|\bwann\b|\bwelche[mn]?\s+(?:Jahr|Datum|Tag|Monat|Jahrhundert)\b|\bseit\s+wann\b|\bbis\s+wann\b|\bin\s+welchem\s+Jahr\b", re.I), "time"),
+    (re.compile(r"\bwie\s+(?:viele?|hoch|groß|weit|schwer|alt|lang|tief|breit|oft|stark|teuer)\b|\bwieviele?\b|\bwelche[rn]?\s+(?:Anzahl|Zahl|Betrag|Prozentsatz)\b", re.I), "number"),
+    (re.compile(r"\bwo(?:her|hin)?\b|\bin\s+welche[mr]?\s+(?:Stadt|Land|Ort|Region|Staat)\b", re.I), "place"),
+    (re.compile(r"\bwer\b|\bwe(?:m|n|ssen)\b|\bwelche[rs]?\s+(?:Zeitung|Organisation|Partei|Firma|Unternehmen|Land|Person|Politiker)\b", re.I), "entity"),
+]
+
+_STOP_CAPS = {
+    "Der", "Die", "Das", "Den", "Dem", "Des", "Ein", "Eine", "Einer", "Es", "Er", "Sie", "Wir", "Ich", "Auch", "Nach",
+    "Am", "Im", "In", "Bei", "Mit", "Für", "Auf", "Aus", "Zu", "Vor", "Seit", "Wie", "Was", "Wer", "Wo", "Wann", "Und",
+    "Aber", "Doch", "So", "Dabei", "Damit", "Dies", "Diese", "Dieser", "Man", "Als", "Um", "An", "Laut", "Zudem",
+}
+
+
+def question_type(question: str) -> str | None:
+    for pattern, kind in _QTYPES:
+        if pattern.search(question):
+            return kind
+    return None
+
+
+def _stems(text: str) -> set[str]:
+    from .store import bm25_tokenize
+
+    return set(bm25_tokenize([text])[0])
+
+
+def find_phrase(sentence: str, kind: str | None, question: str) -> tuple[int, int] | None:
+    """The span of the answering phrase of `kind` inside `sentence`, skipping phrases the question
+    itself contains (they repeat the question, they don't answer it)."""
+    if kind is None:
+        return None
+    pattern = PATTERNS[kind]
+    q_stems = _stems(question)
+    q_lower = question.lower()
+    # Where the question's own words occur: the answer is usually close to them.
+    anchors = [m.start() for m in re.finditer(r"\w+", sentence) if _stems(m.group()) & q_stems]
+    asked = re.search(r"\bwie\s+viele?\s+(\w+)", question, re.I)
+    unit = next(iter(_stems(asked.group(1))), None) if asked else None
+    best: tuple[int, int] | None = None
+    best_score = -1.0
+    for m in pattern.finditer(sentence):
+        start, end = m.span(1) if kind == "place" else m.span()
+        phrase = sentence[start:end].strip(" ,;:")
+        if not phrase or phrase.lower() in q_lower:
+            continue
+        start = sentence.index(phrase, start)
+        end = start + len(phrase)
+        words = phrase.split()
+        if kind == "entity":
+            # German capitalises all nouns: drop words the question uses and sentence-initial fillers.
+            kept = [w for w in words if w[0].isupper() and w not in _STOP_CAPS and not (_stems(w) & q_stems)]
+            if not kept:
+                continue
+            first = phrase.index(kept[0])
+            start, end = start + first, start + phrase.rindex(kept[-1]) + len(kept[-1])
+            score = len(kept) + (1 if len(kept) >= 2 else 0)
+        else:
+            p_stems = _stems(phrase)
+            novel = p_stems - q_stems
+            if p_stems and not novel:
+                continue
+            # Prefer phrases with the unit the question asks for ("Wie viele Kilometer" → "300 Kilometer")
+            # and with digits over number words.
+            score = 1.0 + len(p_stems & q_stems) + 0.01 * len(phrase) + 0.5 * bool(re.search(r"\d", phrase))
+            if unit and unit in p_stems:
+                score += 2
+        if anchors:
+            score -= 0.002 * min(min(abs(a - start), abs(a - end)) for a in anchors)
+        if score > best_score:
+            best, best_score = (start, end), score
+    return best
+
+
+# ---------------------------------------------------------------- sentence scoring
+
+
+@dataclass
+class _Cand:
+    doc_id: str
+    start: int  # sentence span in the document
+    end: int
+    prior: float  # retrieval score of its passage, scaled to [0, 1]
+    dense: float = 0.0
+    lexical: float = 0.0
+    typed: bool = False
+    score: float = 0.0
+    chunk_ids: tuple[int, ...] = field(default=())
+
+
+def _sentence_candidates(index: "Index", passages: list[Passage]) -> list[_Cand]:
+    cands: list[_Cand] = []
+    seen: set[tuple[str, int]] = set()
+    top = max((p.score for p in passages), default=1.0) or 1.0
+    for p in passages:
+        text = index.documents[p.doc_id].text
+        for s, e in _doc_sentences(index, p.doc_id):
+            if e <= p.start or s >= p.end or (p.doc_id, s) in seen:
+                continue
+            seen.add((p.doc_id, s))
+            cands.append(_Cand(p.doc_id, s, e, prior=p.score / top, chunk_ids=p.chunk_ids))
+    return cands
+
+
+def _doc_sentences(index: "Index", doc_id: str) -> list[tuple[int, int]]:
+    cache = index.__dict__.setdefault("_sentence_cache", {})
+    if doc_id not in cache:
+        from .chunking import split_sentences
+
+        cache[doc_id] = split_sentences(index.documents[doc_id].text)
+    return cache[doc_id]
+
+
+def _score_sentences(index: "Index", question: str, cands: list[_Cand], kind: str | None, use_dense: bool) -> None:
+    cfg = index.config
+    texts = [index.documents[c.doc_id].text[c.start : c.end] for c in cands]
+    q_stems = _stems(question)
+    if use_dense and cands:
+        qv = index.query_vector(question)
+        sv = index.embedder.embed_passages(texts)
+        dense = sv @ qv
+    else:
+        dense = np.zeros(len(cands))
+    for c, text, d in zip(cands, texts, dense):
+        c.dense = float(d)
+        c.lexical = len(_stems(text) & q_stems) / max(1, len(q_stems))
+        c.typed = kind is not None and find_phrase(text, kind, question) is not None
+        c.score = (
+            c.dense
+            + cfg.lexical_weight * c.lexical
+            + cfg.typed_weight * c.typed
+            + cfg.prior_weight * c.prior
+        )
+
+
+# ---------------------------------------------------------------- quotes
+
+
+def quote_span(index: "Index", doc_id: str, s_start: int, s_end: int, max_chars: int) -> tuple[int, int]:
+    """Grow the answering sentence by whole neighbouring sentences (before first, then after)
+    while the quote stays within `max_chars`."""
+    sents = _doc_sentences(index, doc_id)
+    i = next(j for j, (s, e) in enumerate(sents) if s == s_start)
+    lo = hi = i
+    start, end = s_start, s_end
+    grew = True
+    while grew:
+        grew = False
+        if lo > 0 and end - sents[lo - 1][0] <= max_chars:
+            lo -= 1
+            start = sents[lo][0]
+            grew = True
+        if hi + 1 < len(sents) and sents[hi + 1][1] - start <= max_chars:
+            hi += 1
+            end = sents[hi][1]
+            grew = True
+    return start, end
+
+
+# ---------------------------------------------------------------- agreement
+
+_WORD_NUM = {
+    "ein": 1, "eine": 1, "einer": 1, "einem": 1, "einen": 1, "zwei": 2, "drei": 3, "vier": 4, "fünf": 5, "sechs": 6,
+    "sieben": 7, "acht": 8, "neun": 9, "zehn": 10, "elf": 11, "zwölf": 12, "zwanzig": 20, "dreißig": 30,
+    "anderthalb": 1.5, "eineinhalb": 1.5, "zweieinhalb": 2.5, "halbe": 0.5,
+}
+_UNIT_MIN = {
+    "sekund": 1 / 60, "minut": 1, "minüt": 1, "min": 1, "stund": 60, "stünd": 60, "std": 60, "tag": 1440, "täg": 1440,
+    "woch": 10080, "wöch": 10080, "monat": 43200, "jahr": 525600, "jähr": 525600,
+}
+
+
+def phrase_value(phrase: str) -> float | None:
+    """A comparable number for a duration or quantity phrase (durations in minutes)."""
+    low = phrase.lower()
+    total = None
+    for m in re.finditer(r"(\d+(?:[.,]\d+)*|[a-zäöüß]+?)(?:\s*-?\s*)(stund|stünd|std|minut|minüt|min|sekund|tag|täg|woch|wöch|monat|jahr|jähr)", low):
+        raw, unit = m.group(1), m.group(2)
+        if raw in _WORD_NUM:
+            n = _WORD_NUM[raw]
+        elif re.fullmatch(r"\d+(?:[.,]\d+)*", raw):
+            n = float(raw.replace(".", "").replace(",", ".")) if "," in raw or raw.count(".") > 1 or re.search(r"\.\d{3}$", raw) else float(raw)
+        else:
+            continue
+        total = (total or 0) + n * _UNIT_MIN[unit]
+    if total is not None:
+        return total
+    m = re.search(r"\d[\d.,]*", low)
+    if m:
+        raw = m.group().rstrip(".,")
+        try:
+            return float(raw.replace(".", "").replace(",", "."))
+        except ValueError:
+            return None
+    return None
+
+
+def agreement_of(phrases: list[tuple[str, str]]) -> Agreement | None:
+    if len(phrases) < 2:
+        return None
+    values = [phrase_value(p) for _, p in phrases]
+    if all(v is not None for v in values):
+        lo, hi = min(values), max(values)
+        agree = hi <= lo * 1.1 + 1e-9  # "rund zwei Stunden" and "zwei Stunden und fünf Minuten" agree
+    else:
+        norm = {re.sub(r"\W+", " ", p.lower()).strip() for _, p in phrases}
+        agree = len(norm) == 1
+    return Agreement(phrases=phrases, agree=agree)
+
+
+# ---------------------------------------------------------------- the answer
+
+
+def answer(
+    index: "Index",
+    question: str,
+    k: int = 3,
+    mode: str | None = None,
+    doc_ids: Iterable[str] | None = None,
+    date_from: str | None = None,
+    date_to: str | None = None,
+) -> Answer:
+    cfg = index.config
+    mode = mode or cfg.retriever
+    q = clean_question(question, cfg.max_question_chars)
+    allowed = _allowed(index, doc_ids, date_from, date_to)
+    ranked = rank_chunks(index, q, mode=mode, allowed=allowed)
+    pool = merge_spans(index, ranked)[: cfg.answer_pool]
+    if not pool:
+        return Answer(question=q, passages=[], abstained=True, confidence=0.0, message=ABSTAIN_MESSAGE)
+
+    kind = question_type(q)
+    cands = _sentence_candidates(index, pool)
+    _score_sentences(index, q, cands, kind, use_dense=mode != "bm25")
+    cands.sort(key=lambda c: -c.score)
+    best = cands[0]
+    confidence = best.dense + cfg.lexical_weight * best.lexical
+    abstained = confidence < cfg.abstain_threshold
+
+    # One quote per answering sentence, diversified across articles.
+    quotes: list[Passage] = []
+    typed: set[int] = set()  # ids of quotes whose highlight is a typed phrase
+    for c in cands[: 4 * k]:
+        qs, qe = quote_span(index, c.doc_id, c.start, c.end, cfg.max_quote_chars)
+        if any(p.doc_id == c.doc_id and qs < p.end and qe > p.start for p in quotes):
+            continue
+        p = make_passage(index, c.doc_id, qs, qe, c.score, c.chunk_ids)
+        sentence = p.text[c.start - qs : c.end - qs]
+        phrase = find_phrase(sentence, kind, q)
+        off = c.start - qs
+        p.highlight = (off + phrase[0], off + phrase[1]) if phrase else (off, c.end - qs)
+        if phrase:
+            typed.add(id(p))
+        quotes.append(p)
+    passages = diversify(quotes, k, penalty=cfg.diversity_penalty)
+
+    agreement = None
+    if not abstained and kind is not None:
+        # Articles whose answering sentence is nearly as good as the best one and carry a typed phrase.
+        phrases = [
+            (p.doc_id, p.highlighted)
+            for p in passages
+            if id(p) in typed and p.score >= best.score - cfg.agreement_margin
+        ]
+        agreement = agreement_of(phrases)
+
+    message = ABSTAIN_MESSAGE if abstained else passages[0].highlighted
+    return Answer(question=q, passages=[] if abstained else passages, abstained=abstained, confidence=confidence, agreement=agreement, message=message)

@@ -1,0 +1,407 @@
+"""Corpus folder → Document.
+
+Reads .txt, .md, .html/.htm (main text via trafilatura) and .jsonl (one article per line),
+recursively and in sorted order. A bad file never aborts a load: it is skipped with a one-line
+German warning naming the file. Identical articles are indexed once.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CorpusError
+
+__all__ = ["Document", "CorpusLoad", "load_corpus", "load_file", "MAX_FILE_BYTES", "SUFFIXES"]
+
+MAX_FILE_BYTES = 20 * 1024 * 1024
+TEXT_SUFFIXES = {".txt", ".md"}
+HTML_SUFFIXES = {".html", ".htm"}
+SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | {".jsonl"}
+TITLE_CHARS = 80
+
+for _name in ("trafilatura", "htmldate", "courlan", "charset_normalizer"):
+    logging.getLogger(_name).setLevel(logging.CRITICAL)
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str  # path relative to the corpus root without extension, '/'-separated; jsonl: given id or "file#line"
+    text: str  # NFC-normalised main text, stripped
+    title: str  # given, or the first sentence shortened
+    date: str | None  # ISO-like string as given ("2021-12", "2021-12-07")
+    source: str  # path relative to the corpus root
+    url: str | None = None
+    content_hash: str = ""  # sha256 of text + title/date/url; computed when not given
+
+    def __post_init__(self) -> None:
+        if not self.content_hash:
+            object.__setattr__(self, "content_hash", compute_hash(self.text, self.title, self.date, self.url))
+
+
+@dataclass
+class CorpusLoad:
+    documents: list[Document] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # one German line each, naming the file
+    skipped: list[str] = field(default_factory=list)  # source paths skipped (jsonl lines as "file#line")
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (duplicate id, kept original id)
+
+
+def compute_hash(text: str, title: str, date: str | None, url: str | None) -> str:
+    payload = json.dumps([text, title, date, url], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class _Skip(CorpusError):
+    """A file that is skipped; the message is the reason (short German phrase)."""
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+_BINARY_MAGIC = (b"%PDF", b"PK\x03\x04", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"\x1f\x8b", b"BZh", b"\x7fELF", b"\xd0\xcf\x11\xe0")
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+# Single-byte Western/Central European code pages: for a German corpus cp1252 is the right reading.
+_LATIN_FAMILY = {"cp1252", "windows_1252", "latin_1", "iso8859_1", "iso8859_15", "cp1250", "iso8859_2", "cp1257", "iso8859_4", "iso8859_9", "cp1254", "mac_roman", "mac_latin2", "cp850", "cp437"}
+
+
+def _textual_ratio(text: str) -> float:
+    if not text:
+        return 1.0
+    bad = sum(1 for ch in text if (unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") and ch not in "\t\n\r\f\v") or ch == "\ufffd")
+    return 1.0 - bad / len(text)
+
+
+def decode_bytes(data: bytes) -> tuple[str, str | None]:
+    """(text, encoding used when it was not UTF-8). Raises _Skip for binary or undecodable data."""
+    for bom, enc in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(enc), (None if enc == "utf-8-sig" else enc)
+            except UnicodeDecodeError:
+                raise _Skip("nicht lesbar") from None
+    if data.startswith(_BINARY_MAGIC) or b"\x00" in data:
+        raise _Skip("Binärdatei")
+    try:
+        text, encoding = data.decode("utf-8"), None
+    except UnicodeDecodeError:
+        from charset_normalizer import from_bytes
+
+        best = from_bytes(data).best()
+        if best is None:
+            raise _Skip("nicht lesbar: unbekannte Zeichenkodierung") from None
+        encoding = best.encoding
+        text = str(best)
+        if encoding.lower().replace("-", "_") in _LATIN_FAMILY:
+            try:
+                text, encoding = data.decode("cp1252"), "cp1252"
+            except UnicodeDecodeError:
+                pass
+    if _textual_ratio(text[:100_000]) < 0.95:
+        raise _Skip("Binärdatei")
+    return text, encoding
+
+
+# --- metadata helpers -------------------------------------------------------------------------
+
+_DATE_VALUE = r"\d{4}(?:-\d{1,2}(?:-\d{1,2}(?:[T ]\d{1,2}:\d{2}(?::\d{2})?)?)?)?|\d{1,2}\.\s?\d{1,2}\.\s?\d{4}"
+_DATE_LINE = re.compile(rf"\A\s*(?:date|datum)\b[ \t]*:?[ \t]*({_DATE_VALUE})(?=\s|\Z)[ \t]*\n?", re.IGNORECASE)
+_GERMAN_DATE = re.compile(r"(\d{1,2})\.\s?(\d{1,2})\.\s?(\d{4})")
+
+
+def _norm_date(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, (_dt.date, _dt.datetime)):
+        return value.isoformat()
+    s = str(value).strip()
+    m = _GERMAN_DATE.fullmatch(s)
+    if m:
+        d, mth, y = m.groups()
+        return f"{y}-{int(mth):02d}-{int(d):02d}"
+    return s or None
+
+
+def _take_date_line(text: str) -> tuple[str, str | None]:
+    """Parse and remove a leading ' date 2021-12' / 'Datum: 07.12.2021' line."""
+    m = _DATE_LINE.match(text)
+    if not m:
+        return text, None
+    return text[m.end() :], _norm_date(m.group(1))
+
+
+def _clean_text(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\ufeff", "")
+    return unicodedata.normalize("NFC", text).strip()
+
+
+def _clean_str(value: Any) -> str | None:
+    if value is None:
+        return None
+    s = unicodedata.normalize("NFC", " ".join(str(value).split()))
+    return s or None
+
+
+def make_title(text: str) -> str:
+    """The first real sentence (≥ 5 words, else the first), shortened at a word to ~80 chars with '…'."""
+    from .chunking import split_sentences
+
+    sentences = [" ".join(text[s:e].split()) for s, e in split_sentences(text[:5000])]
+    if not sentences:
+        return ""
+    title = next((s for s in sentences if len(s.split()) >= 5), sentences[0])
+    if len(title) <= TITLE_CHARS:
+        return title
+    cut = title[: TITLE_CHARS + 1]
+    if " " in cut:
+        cut = cut[: cut.rindex(" ")]
+    else:
+        cut = cut[:TITLE_CHARS]
+    return cut.rstrip(" ,;:-–—") + "…"
+
+
+def _document(doc_id: str, text: str, source: str, title=None, date=None, url=None) -> Document:
+    text = _clean_text(text)
+    text, line_date = _take_date_line(text)
+    text = text.strip()
+    if not text:
+        raise _Skip("leer")
+    date = _norm_date(date) or line_date
+    title = _clean_str(title) or make_title(text)
+    return Document(
+        id=unicodedata.normalize("NFC", doc_id),
+        text=text,
+        title=title,
+        date=date,
+        source=unicodedata.normalize("NFC", source),
+        url=_clean_str(url),
+    )
+
+
+# --- per-format readers -----------------------------------------------------------------------
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise _Skip(f"nicht lesbar: {e.strerror or e}") from None
+    if size > MAX_FILE_BYTES:
+        raise _Skip(f"zu groß: {size / 1e6:.1f} MB > {MAX_FILE_BYTES / 1e6:.0f} MB")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise _Skip(f"nicht lesbar: {e.strerror or e}") from None
+
+
+def _load_text(text: str, doc_id: str, source: str, markdown: bool, warnings: list[str]) -> Document:
+    meta: dict = {}
+    body = text.lstrip("\ufeff")
+    if body.lstrip().startswith("---"):
+        import frontmatter
+
+        try:
+            post = frontmatter.loads(body)
+            # A block that is not a mapping (prose between rules) yields no metadata: keep the text whole.
+            if post.metadata or re.match(r"\s*-{3}[ \t]*\n\s*-{3}", body):
+                meta, body = dict(post.metadata), post.content
+        except Exception:  # noqa: BLE001 - broken YAML: keep the file as plain text
+            warnings.append(f"Front Matter unlesbar, als Text gelesen: {source}")
+    title = meta.get("title") or meta.get("titel")
+    if not title and markdown:
+        m = re.match(r"\s*#{1,6}[ \t]+(.+)", body)
+        if m:
+            title = m.group(1).strip().strip("#").strip()
+    date = meta.get("date", meta.get("datum"))
+    doc_id = str(meta["id"]) if meta.get("id") not in (None, "") else doc_id
+    return _document(doc_id, body, source, title=title, date=date, url=meta.get("url"))
+
+
+def _load_html(text: str, doc_id: str, source: str) -> Document:
+    import trafilatura
+
+    main = trafilatura.extract(text, include_comments=False, include_tables=True, favor_recall=True)
+    if not main:
+        # Tiny pages: trafilatura's plain conversion still drops <script>/<style>.
+        main = trafilatura.html2txt(text)
+    title = date = url = None
+    try:
+        meta = trafilatura.extract_metadata(text)
+    except Exception:  # noqa: BLE001
+        meta = None
+    if meta is not None:
+        title, date, url = meta.title, meta.date, meta.url
+    if not title:
+        m = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        if m:
+            import html as _html
+
+            title = _html.unescape(re.sub(r"<[^>]+>", "", m.group(1)))
+    # trafilatura puts one paragraph per line: make paragraphs explicit for the chunker.
+    main = re.sub(r"\n+", "\n\n", main or "")
+    return _document(doc_id, main, source, title=title, date=date, url=url)
+
+
+def _load_jsonl(text: str, stem_id: str, source: str, warnings: list[str], skipped: list[str]) -> list[Document]:
+    docs = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{source}#{lineno}"
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise _Skip("kein JSON-Objekt")
+            body = obj.get("text")
+            if not isinstance(body, str):
+                raise _Skip("kein Feld „text“")
+            given = obj.get("id")
+            doc_id = str(given).strip() if given not in (None, "") else f"{stem_id}#{lineno}"
+            src = str(obj["source"]) if obj.get("source") not in (None, "") else source
+            docs.append(_document(doc_id, body, src, title=obj.get("title"), date=obj.get("date"), url=obj.get("url")))
+        except json.JSONDecodeError:
+            warnings.append(f"Zeile {lineno} übersprungen (kein gültiges JSON): {source}")
+            skipped.append(where)
+        except _Skip as e:
+            warnings.append(f"Zeile {lineno} übersprungen ({e}): {source}")
+            skipped.append(where)
+    if not docs and not skipped:
+        raise _Skip("leer")
+    return docs
+
+
+def _load(path: Path, root: Path, warnings: list[str], skipped: list[str]) -> list[Document]:
+    source = _rel(path, root)
+    doc_id = source.rsplit(".", 1)[0] if "." in path.name else source
+    suffix = path.suffix.lower()
+    text, encoding = decode_bytes(_read_bytes(path))
+    if encoding:
+        warnings.append(f"kein UTF-8, als {encoding} gelesen: {source}")
+    if not text.strip():
+        raise _Skip("leer")
+    if suffix == ".jsonl":
+        return _load_jsonl(text, doc_id, source, warnings, skipped)
+    if suffix in HTML_SUFFIXES:
+        return [_load_html(text, doc_id, source)]
+    return [_load_text(text, doc_id, source, suffix == ".md", warnings)]
+
+
+def load_file(path: Path, root: Path) -> list[Document]:
+    """Documents of one file. Raises CorpusError when the file cannot be used (the message says why).
+
+    Warnings about usable files (another encoding, bad jsonl lines) are dropped here; load_corpus keeps them.
+    """
+    path, root = Path(path), Path(root)
+    try:
+        return _load(path, root, [], [])
+    except _Skip as e:
+        raise CorpusError(f"übersprungen ({e}): {_rel(path, root)}") from None
+
+
+# --- the folder -------------------------------------------------------------------------------
+
+
+def _walk(root: Path, load: CorpusLoad):
+    """Files under root in sorted order; hidden entries and symlinks leaving the root are left out."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            rel = _rel(Path(folder), root) or "."
+            load.warnings.append(f"Ordner übersprungen (nicht lesbar: {e.strerror or e}): {rel}")
+            continue
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            rel = _rel(path, root)
+            if entry.is_symlink():
+                try:
+                    target = path.resolve()
+                except (OSError, RuntimeError):  # a symlink loop
+                    target = None
+                if target is None or not target.is_relative_to(root):
+                    if entry.is_dir() or path.suffix.lower() in SUFFIXES:
+                        load.warnings.append(f"übersprungen (Verweis außerhalb des Korpus): {rel}")
+                        load.skipped.append(rel)
+                    continue
+                if entry.is_dir():
+                    continue  # its target is walked anyway; following could loop
+                if not target.exists():
+                    if path.suffix.lower() in SUFFIXES:
+                        load.warnings.append(f"übersprungen (Verweis ins Leere): {rel}")
+                        load.skipped.append(rel)
+                    continue
+            if entry.is_dir(follow_symlinks=False):
+                subdirs.append(path)
+            elif path.suffix.lower() in SUFFIXES and entry.is_file():
+                yield path
+        # Sorted depth-first: a folder's files, then its subfolders in name order.
+        stack.extend(reversed(subdirs))
+
+
+def _dedup_key(text: str) -> str:
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
+
+
+def load_corpus(root: str | Path) -> CorpusLoad:
+    """All documents under `root`. Bad files are skipped with a warning; never raises for a file."""
+    root_path = Path(root).expanduser()
+    if not root_path.exists():
+        raise CorpusError(f"Korpusordner nicht gefunden: {root}")
+    if not root_path.is_dir():
+        raise CorpusError(f"Korpus ist kein Ordner: {root}")
+    root_path = root_path.resolve()
+    load = CorpusLoad()
+    by_id: dict[str, Document] = {}
+    by_text: dict[str, str] = {}
+    for path in _walk(root_path, load):
+        rel = _rel(path, root_path)
+        try:
+            docs = _load(path, root_path, load.warnings, load.skipped)
+        except _Skip as e:
+            load.warnings.append(f"übersprungen ({e}): {rel}")
+            load.skipped.append(rel)
+            continue
+        except Exception as e:  # noqa: BLE001 - a bad file must never abort the load
+            load.warnings.append(f"übersprungen (Fehler: {type(e).__name__}: {e}): {rel}")
+            load.skipped.append(rel)
+            continue
+        is_jsonl = path.suffix.lower() == ".jsonl"
+        for doc in docs:
+            where = f"{rel} ({doc.id})" if is_jsonl else rel
+            key = _dedup_key(doc.text)
+            if key in by_text:
+                original = by_text[key]
+                load.duplicates.append((doc.id, original))
+                load.warnings.append(f"übersprungen (Duplikat von {original}): {where}")
+                continue
+            if doc.id in by_id:
+                alt = f"{rel}#{doc.id}" if is_jsonl else rel
+                if alt in by_id:
+                    load.warnings.append(f"übersprungen (ID {doc.id} doppelt): {where}")
+                    load.skipped.append(f"{rel}#{doc.id}" if is_jsonl else rel)
+                    continue
+                load.warnings.append(f"ID {doc.id} doppelt, als {alt} geführt: {where}")
+                doc = Document(id=alt, text=doc.text, title=doc.title, date=doc.date, source=doc.source, url=doc.url)
+            by_id[doc.id] = doc
+            by_text[key] = doc.id
+            load.documents.append(doc)
+    return load
+

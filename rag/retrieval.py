@@ -1,0 +1,170 @@
+"""Hybrid ranking: dense (FAISS) + German BM25, fused, merged per article, diversified → Passage."""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Iterable
+
+from .errors import QuestionError
+
+if TYPE_CHECKING:
+    from .store import Index
+
+log = logging.getLogger(__name__)
+
+MODES = ("hybrid", "dense", "bm25")
+
+
+@dataclass
+class Passage:
+    text: str  # verbatim: document.text[start:end]
+    doc_id: str
+    title: str
+    date: str | None
+    source: str
+    start: int
+    end: int
+    score: float
+    highlight: tuple[int, int] | None = None  # (start, end) inside `text`
+    url: str | None = None
+    chunk_ids: tuple[int, ...] = field(default=(), repr=False)
+
+    @property
+    def highlighted(self) -> str:
+        """The highlighted phrase itself (empty without a highlight)."""
+        return self.text[self.highlight[0] : self.highlight[1]] if self.highlight else ""
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["chunk_ids"] = list(self.chunk_ids)
+        d["highlight"] = list(self.highlight) if self.highlight else None
+        d["highlighted"] = self.highlighted
+        return d
+
+
+def clean_question(question: str, max_chars: int) -> str:
+    if not isinstance(question, str) or not question.strip():
+        raise QuestionError("Die Frage ist leer.")
+    # Control characters carry no meaning for search and can confuse tokenisers.
+    q = "".join(ch if ch.isprintable() else " " for ch in question)
+    q = " ".join(q.split())
+    if not q:
+        raise QuestionError("Die Frage enthält keinen lesbaren Text.")
+    if len(q) > max_chars:
+        log.warning("Frage auf %d Zeichen gekürzt (war %d).", max_chars, len(q))
+        q = q[:max_chars]
+    return q
+
+
+def _allowed(index: "Index", doc_ids: Iterable[str] | None, date_from: str | None, date_to: str | None) -> set[str] | None:
+    if doc_ids is None and date_from is None and date_to is None:
+        return None
+    allowed = set(index.documents) if doc_ids is None else set(doc_ids) & set(index.documents)
+    if date_from or date_to:
+        # ISO-like strings compare correctly by prefix; an undated article is excluded by a date filter.
+        def in_range(date: str | None) -> bool:
+            if not date:
+                return False
+            return (not date_from or date[: len(date_from)] >= date_from) and (not date_to or date[: len(date_to)] <= date_to)
+
+        allowed = {d for d in allowed if in_range(index.documents[d].date)}
+    return allowed
+
+
+def rank_chunks(
+    index: "Index",
+    question: str,
+    mode: str | None = None,
+    n: int | None = None,
+    allowed: set[str] | None = None,
+) -> list[tuple[int, float]]:
+    """Chunk ids with fused scores, best first."""
+    cfg = index.config
+    mode = mode or cfg.retriever
+    if mode not in MODES:
+        raise QuestionError(f"Unbekannter Suchmodus: {mode} (erlaubt: {', '.join(MODES)})")
+    n = n or cfg.candidates
+    # With a filter, look further down the lists so that enough allowed chunks remain.
+    depth = n if allowed is None else min(len(index.chunks), n * 8)
+    lists: list[tuple[float, list[tuple[int, float]]]] = []
+    if mode in ("hybrid", "dense"):
+        lists.append((cfg.dense_weight, index.dense_search(question, depth)))
+    if mode in ("hybrid", "bm25"):
+        lists.append((cfg.bm25_weight, index.bm25_search(question, depth)))
+    if allowed is not None:
+        lists = [(w, [(c, s) for c, s in hits if index.chunks[c].doc_id in allowed]) for w, hits in lists]
+    if len(lists) == 1:
+        return lists[0][1][:n]
+    # Reciprocal rank fusion: robust to the very different score scales of cosine and BM25.
+    fused: dict[int, float] = {}
+    for weight, hits in lists:
+        for rank, (cid, _) in enumerate(hits):
+            fused[cid] = fused.get(cid, 0.0) + weight / (cfg.rrf_k + rank + 1)
+    return sorted(fused.items(), key=lambda x: -x[1])[:n]
+
+
+def merge_spans(index: "Index", ranked: list[tuple[int, float]], gap: int = 1, max_len: int | None = None) -> list[Passage]:
+    """Overlapping or adjacent chunks of one article become one passage (best score kept),
+    up to `max_len` characters so a passage stays quotable."""
+    max_len = max_len or 2 * index.config.chunk_size
+    groups: list[dict] = []
+    for cid, score in ranked:
+        ch = index.chunks[cid]
+        for g in groups:
+            start, end = min(g["start"], ch.start), max(g["end"], ch.end)
+            touches = ch.start <= g["end"] + gap and ch.end >= g["start"] - gap
+            if g["doc_id"] == ch.doc_id and touches and end - start <= max_len:
+                g["start"], g["end"] = start, end
+                g["ids"].append(cid)
+                break
+        else:
+            groups.append({"doc_id": ch.doc_id, "start": ch.start, "end": ch.end, "score": score, "ids": [cid]})
+    return [make_passage(index, g["doc_id"], g["start"], g["end"], g["score"], tuple(g["ids"])) for g in groups]
+
+
+def make_passage(index: "Index", doc_id: str, start: int, end: int, score: float, chunk_ids=()) -> Passage:
+    doc = index.documents[doc_id]
+    return Passage(
+        text=doc.text[start:end],
+        doc_id=doc_id,
+        title=doc.title,
+        date=doc.date,
+        source=doc.source,
+        start=start,
+        end=end,
+        score=score,
+        url=doc.url,
+        chunk_ids=tuple(chunk_ids),
+    )
+
+
+def diversify(passages: list[Passage], k: int, penalty: float = 0.5) -> list[Passage]:
+    """Greedy pick; each further passage from an already chosen article has its score scaled down,
+    so one long article does not crowd out the others that also answer."""
+    pool = list(passages)
+    chosen: list[Passage] = []
+    seen: dict[str, int] = {}
+    while pool and len(chosen) < k:
+        best = max(pool, key=lambda p: p.score * penalty ** seen.get(p.doc_id, 0))
+        pool.remove(best)
+        chosen.append(best)
+        seen[best.doc_id] = seen.get(best.doc_id, 0) + 1
+    return chosen
+
+
+def retrieve(
+    index: "Index",
+    question: str,
+    k: int = 5,
+    mode: str | None = None,
+    doc_ids: Iterable[str] | None = None,
+    date_from: str | None = None,
+    date_to: str | None = None,
+) -> list[Passage]:
+    """The k best passages for a question (verbatim chunk spans, merged per article)."""
+    if k < 1:
+        raise QuestionError("k muss mindestens 1 sein.")
+    q = clean_question(question, index.config.max_question_chars)
+    allowed = _allowed(index, doc_ids, date_from, date_to)
+    ranked = rank_chunks(index, q, mode=mode, allowed=allowed)
+    return diversify(merge_spans(index, ranked), k)

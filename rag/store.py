@@ -1,0 +1,652 @@
+"""The persisted index: FAISS vectors + SQLite chunk table + German BM25, one folder per version.
+
+Layout of an index folder::
+
+    CURRENT              name of the active version folder (replaced atomically)
+    v-<time>-<rand>/     manifest.json, chunks.sqlite, faiss.index, bm25/
+    embcache.sqlite      embeddings by (model fingerprint, chunk-text hash), shared by versions
+    .lock                held by the one build that may write
+
+A build writes a complete new version into a temporary folder, renames it, then swaps CURRENT.
+A build killed at any moment therefore leaves the previous version untouched and loadable.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from .chunking import Chunk, chunk_document
+from .config import Config
+from .corpus import CorpusLoad, Document, load_corpus
+from .errors import IndexCorruptError, IndexLockedError, IndexNotFoundError, RagError
+
+FORMAT_VERSION = 1
+# Bump when chunk_document's behaviour changes, so old indexes are rebuilt.
+CHUNKER_VERSION = 1
+EMBED_BATCH = 64
+KEEP_VERSIONS = 2  # the current one and its predecessor (a reader may still be opening it)
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class BuildSummary:
+    articles: int = 0
+    chunks: int = 0
+    new: int = 0
+    changed: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    embedded: int = 0  # chunks sent to the model (cache misses)
+    seconds: float = 0.0
+    full_rebuild: bool = False
+    reason: str = ""
+    wrote: bool = False  # False when nothing changed and the old version was kept
+    warnings: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        text = (
+            f"{self.articles} Artikel, {self.chunks} Abschnitte · neu {self.new}, geändert {self.changed}, "
+            f"entfernt {self.removed}, Duplikate {self.duplicates}, übersprungen {self.skipped} · "
+            f"{self.embedded} Abschnitte eingebettet · {self.seconds:.1f} s"
+        )
+        if self.full_rebuild:
+            text += f" · vollständiger Neuaufbau ({self.reason})"
+        elif not self.wrote:
+            text += " · keine Änderung"
+        return text
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    for p in sorted(path.rglob("*")):
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+    for d in [path, *[p for p in path.rglob("*") if p.is_dir()]]:
+        _fsync_dir(d)
+
+
+def _current_version(root: Path) -> Path | None:
+    try:
+        name = (root / "CURRENT").read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise IndexCorruptError(f"Index unter {root} ist nicht lesbar ({e}). Bitte `rag build` ausführen.")
+    if not name.startswith("v-") or "/" in name:
+        raise IndexCorruptError(f"Index unter {root} ist beschädigt (CURRENT). Bitte `rag build` ausführen.")
+    return root / name
+
+
+@contextlib.contextmanager
+def build_lock(root: Path, timeout: float | None = None):
+    """Serialise writers of one index folder; readers never wait."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a+") as f:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise IndexLockedError(f"Ein anderer Aufbau läuft gerade für {root}.")
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+class EmbeddingCache:
+    """Vectors keyed by (model fingerprint, chunk-text hash); additive, so a crash loses nothing."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.db = sqlite3.connect(path, timeout=30)
+        self.db.execute("CREATE TABLE IF NOT EXISTS emb (fp TEXT, h TEXT, vec BLOB, PRIMARY KEY (fp, h))")
+
+    def get(self, fingerprint: str, hashes: Sequence[str], dim: int) -> dict[str, np.ndarray]:
+        found: dict[str, np.ndarray] = {}
+        for i in range(0, len(hashes), 500):
+            part = list(hashes[i : i + 500])
+            rows = self.db.execute(
+                f"SELECT h, vec FROM emb WHERE fp = ? AND h IN ({','.join('?' * len(part))})",
+                [fingerprint, *part],
+            )
+            for h, blob in rows:
+                vec = np.frombuffer(blob, dtype=np.float32)
+                if vec.shape[0] == dim:
+                    found[h] = vec
+        return found
+
+    def put(self, fingerprint: str, hashes: Sequence[str], vectors: np.ndarray) -> None:
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO emb VALUES (?, ?, ?)",
+                [(fingerprint, h, np.ascontiguousarray(v, dtype=np.float32).tobytes()) for h, v in zip(hashes, vectors)],
+            )
+
+    def close(self) -> None:
+        self.db.close()
+
+
+# ---------------------------------------------------------------- the loaded index
+
+
+class Index:
+    """A loaded, immutable index version. Thread-safe for reading; everything but FAISS lives in memory."""
+
+    def __init__(self, root: Path, version_dir: Path, manifest: dict, config: Config, embedder=None):
+        self.root = root
+        self.version_dir = version_dir
+        self.manifest = manifest
+        self.config = config
+        self._embedder = embedder
+        self.last_build: BuildSummary | None = None
+        self._query_cache: dict[str, np.ndarray] = {}
+        self._load_tables()
+        self._load_vectors()
+        self._load_bm25()
+
+    # -- loading
+    def _load_tables(self) -> None:
+        db = sqlite3.connect(f"file:{self.version_dir / 'chunks.sqlite'}?mode=ro", uri=True)
+        try:
+            self.documents: dict[str, Document] = {}
+            for row in db.execute("SELECT id, text, title, date, source, url, content_hash FROM documents ORDER BY rowid"):
+                doc = Document(id=row[0], text=row[1], title=row[2], date=row[3], source=row[4], url=row[5], content_hash=row[6])
+                self.documents[doc.id] = doc
+            self.chunks: dict[int, Chunk] = {}
+            for cid, doc_id, start, end in db.execute('SELECT id, doc_id, start, "end" FROM chunks ORDER BY id'):
+                text = self.documents[doc_id].text[start:end]
+                self.chunks[cid] = Chunk(doc_id=doc_id, start=start, end=end, text=text)
+        except (sqlite3.DatabaseError, KeyError) as e:
+            raise IndexCorruptError(f"Index unter {self.root} ist beschädigt (Tabelle: {e}). Bitte `rag build` ausführen.")
+        finally:
+            db.close()
+        self.chunk_ids = np.array(sorted(self.chunks), dtype=np.int64)
+
+    def _load_vectors(self) -> None:
+        import faiss
+
+        try:
+            self.faiss = faiss.read_index(str(self.version_dir / "faiss.index"))
+        except RuntimeError as e:
+            raise IndexCorruptError(f"Index unter {self.root} ist beschädigt (FAISS). Bitte `rag build` ausführen.") from e
+        if self.faiss.ntotal != len(self.chunks) or self.faiss.d != self.manifest["model"]["dim"]:
+            raise IndexCorruptError(f"Index unter {self.root} ist beschädigt (Vektoranzahl). Bitte `rag build` ausführen.")
+
+    def _load_bm25(self) -> None:
+        import bm25s
+
+        bm25_dir = self.version_dir / "bm25"
+        self.bm25_ids = np.load(bm25_dir / "chunk_ids.npy") if (bm25_dir / "chunk_ids.npy").exists() else np.zeros(0, np.int64)
+        self.bm25 = None
+        if len(self.bm25_ids):
+            try:
+                self.bm25 = bm25s.BM25.load(str(bm25_dir), show_progress=False)
+            except Exception as e:  # bm25s raises assorted errors on damaged files
+                raise IndexCorruptError(f"Index unter {self.root} ist beschädigt (BM25). Bitte `rag build` ausführen.") from e
+
+    # -- model
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            from .embedding import load_embedder
+
+            self._embedder = load_embedder(self.config)
+            if self._embedder.fingerprint != self.manifest["model"]["fingerprint"]:
+                raise IndexCorruptError(
+                    f"Index unter {self.root} wurde mit einem anderen Modell gebaut. Bitte `rag build` ausführen."
+                )
+        return self._embedder
+
+    # -- low-level search (used by retrieval)
+    def query_vector(self, query: str) -> np.ndarray:
+        """The query embedding, memoised: retrieval and answer ranking both need it."""
+        vec = self._query_cache.get(query)
+        if vec is None:
+            vec = self.embedder.embed_queries([query])[0].astype(np.float32)
+            if len(self._query_cache) > 256:
+                self._query_cache.clear()
+            self._query_cache[query] = vec
+        return vec
+
+    def dense_search(self, query: str, n: int) -> list[tuple[int, float]]:
+        if not len(self.chunks):
+            return []
+        vec = self.query_vector(query)[None, :]
+        scores, ids = self.faiss.search(vec, min(n, len(self.chunks)))
+        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+
+    def bm25_search(self, query: str, n: int) -> list[tuple[int, float]]:
+        if self.bm25 is None:
+            return []
+        tokens = bm25_tokenize([query])
+        if not tokens[0]:
+            return []
+        # Unknown query words would make bm25s fail; keep only words of the index vocabulary.
+        vocab = self.bm25.vocab_dict
+        known = [[t for t in tokens[0] if t in vocab]]
+        if not known[0]:
+            return []
+        results, scores = self.bm25.retrieve(known, k=min(n, len(self.bm25_ids)), show_progress=False, n_threads=1)
+        return [(int(self.bm25_ids[r]), float(s)) for r, s in zip(results[0], scores[0]) if s > 0]
+
+    def vectors(self, chunk_ids: Sequence[int]) -> np.ndarray:
+        return self.faiss.reconstruct_batch(np.asarray(chunk_ids, dtype=np.int64))
+
+    # -- high-level API
+    def retrieve(self, question: str, k: int = 5, **filters):
+        from .retrieval import retrieve
+
+        return retrieve(self, question, k=k, **filters)
+
+    def answer(self, question: str, k: int = 3, **filters):
+        from .answer import answer
+
+        return answer(self, question, k=k, **filters)
+
+    def upsert(self, documents: Iterable[Document], progress: Progress | None = None) -> "Index":
+        """Add or replace documents; returns the new index version (this object stays valid)."""
+        docs = dict(self.documents)
+        for d in documents:
+            docs[d.id] = d
+        return _write_version(self.root, list(docs.values()), self.config, self._embedder, CorpusLoad([], [], [], []), progress)
+
+    def delete(self, doc_ids: Iterable[str]) -> "Index":
+        gone = set(doc_ids)
+        docs = [d for i, d in self.documents.items() if i not in gone]
+        return _write_version(self.root, docs, self.config, self._embedder, CorpusLoad([], [], [], []), None)
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+
+# ---------------------------------------------------------------- BM25 text processing
+
+_STEMMER = None
+
+
+def bm25_tokenize(texts: Sequence[str]) -> list[list[str]]:
+    """German BM25 terms: lower-cased words, German stop words removed, Snowball-stemmed."""
+    global _STEMMER
+    import bm25s
+    import Stemmer
+
+    if _STEMMER is None:
+        _STEMMER = Stemmer.Stemmer("german")
+    return bm25s.tokenize(list(texts), stopwords="de", stemmer=_STEMMER.stemWords, return_ids=False, show_progress=False)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _read_manifest(root: Path, version_dir: Path) -> dict:
+    try:
+        manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise IndexCorruptError(f"Index unter {root} ist unvollständig (manifest.json fehlt). Bitte `rag build` ausführen.")
+    except (ValueError, UnicodeDecodeError):
+        raise IndexCorruptError(f"Index unter {root} ist beschädigt (manifest.json). Bitte `rag build` ausführen.")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise IndexCorruptError(
+            f"Index unter {root} hat Format {manifest.get('format_version')}, erwartet {FORMAT_VERSION}. Bitte `rag build` ausführen."
+        )
+    return manifest
+
+
+def _verify_files(root: Path, version_dir: Path, manifest: dict) -> None:
+    for rel, meta in manifest.get("files", {}).items():
+        p = version_dir / rel
+        if not p.is_file() or p.stat().st_size != meta["size"] or _sha256_file(p) != meta["sha256"]:
+            raise IndexCorruptError(f"Index unter {root} ist beschädigt ({rel}). Bitte `rag build` ausführen.")
+
+
+def _config_from_manifest(manifest: dict, config: Config | None) -> Config:
+    """Model and chunking come from the index; retrieval settings from the caller."""
+    base = config or Config()
+    stored = manifest["config"]
+    return base.replace(
+        model=stored["model"],
+        query_prompt=stored["query_prompt"],
+        passage_prompt=stored["passage_prompt"],
+        chunk_size=stored["chunk_size"],
+        chunk_overlap=stored["chunk_overlap"],
+    )
+
+
+def load_index(path: str | Path, config: Config | None = None, embedder=None, verify_model: bool = True) -> Index:
+    root = Path(path)
+    version_dir = _current_version(root)
+    if version_dir is None:
+        raise IndexNotFoundError(f"Kein Index unter {root}. Bitte zuerst `rag build` ausführen.")
+    manifest = _read_manifest(root, version_dir)
+    _verify_files(root, version_dir, manifest)
+    cfg = _config_from_manifest(manifest, config)
+    if not verify_model:
+        return Index(root, version_dir, manifest, cfg, None)
+    if embedder is not None and embedder.fingerprint != manifest["model"]["fingerprint"]:
+        raise IndexCorruptError(f"Index unter {root} wurde mit einem anderen Modell gebaut. Bitte `rag build` ausführen.")
+    if embedder is None:
+        from .embedding import model_fingerprint
+
+        if model_fingerprint(cfg) != manifest["model"]["fingerprint"]:
+            raise IndexCorruptError(
+                f"Index unter {root} wurde mit einem anderen Modell gebaut ({manifest['model']['name']}). Bitte `rag build` ausführen."
+            )
+    return Index(root, version_dir, manifest, cfg, embedder)
+
+
+def _try_load(root: Path, config: Config, embedder) -> tuple[Index | None, str]:
+    """The previous version for an incremental build, or None with the reason for a full one."""
+    try:
+        return load_index(root, config, verify_model=False), ""
+    except IndexNotFoundError:
+        return None, "neuer Index"
+    except RagError as e:
+        return None, f"alter Index unbrauchbar: {e}"
+
+
+# ---------------------------------------------------------------- building
+
+
+def build_index(
+    corpus: str | Path,
+    path: str | Path,
+    config: Config | None = None,
+    embedder=None,
+    progress: Progress | None = None,
+    lock_timeout: float | None = None,
+) -> Index:
+    """Bring the index at `path` up to date with the corpus folder; returns the loaded index.
+
+    Only new and changed articles are embedded. The summary is at `index.last_build`.
+    """
+    root = Path(path)
+    config = config or Config()
+    started = time.perf_counter()
+    with build_lock(root, lock_timeout):
+        _clean_stale(root)
+        load = load_corpus(corpus)
+        index = _write_version(root, load.documents, config, embedder, load, progress)
+    index.last_build.seconds = time.perf_counter() - started
+    return index
+
+
+def _fingerprint(config: Config, embedder) -> str:
+    if embedder is not None:
+        return embedder.fingerprint
+    from .embedding import model_fingerprint
+
+    return model_fingerprint(config)
+
+
+def _settings(config: Config) -> dict:
+    return {
+        "model": config.model,
+        "query_prompt": config.query_prompt,
+        "passage_prompt": config.passage_prompt,
+        "chunk_size": config.chunk_size,
+        "chunk_overlap": config.chunk_overlap,
+        "chunker_version": CHUNKER_VERSION,
+    }
+
+
+def _write_version(
+    root: Path,
+    documents: list[Document],
+    config: Config,
+    embedder,
+    load: CorpusLoad,
+    progress: Progress | None,
+) -> Index:
+    started = time.perf_counter()
+    report = progress or (lambda frac, msg: None)
+    summary = BuildSummary(duplicates=len(load.duplicates), skipped=len(load.skipped), warnings=list(load.warnings))
+    fingerprint = _fingerprint(config, embedder)
+
+    prev, reason = _try_load(root, config, embedder)
+    if prev is not None:
+        prev._embedder = embedder
+        stored = prev.manifest["config"]
+        if prev.manifest["model"]["fingerprint"] != fingerprint or stored["model"] != config.model:
+            prev, reason = None, "anderes Modell"
+        elif stored != _settings(config):
+            prev, reason = None, "andere Einstellungen"
+    summary.full_rebuild = prev is None and reason != "neuer Index"
+    summary.reason = reason
+
+    old_docs = prev.documents if prev else {}
+    new_docs = {d.id: d for d in documents}
+    kept = [i for i, d in new_docs.items() if i in old_docs and old_docs[i].content_hash == d.content_hash]
+    summary.unchanged = len(kept)
+    summary.new = sum(1 for i in new_docs if i not in old_docs)
+    summary.changed = sum(1 for i in new_docs if i in old_docs and i not in kept)
+    summary.removed = sum(1 for i in old_docs if i not in new_docs)
+    summary.articles = len(new_docs)
+
+    if prev is not None and not summary.new and not summary.changed and not summary.removed:
+        summary.chunks = len(prev.chunks)
+        summary.seconds = time.perf_counter() - started
+        prev.last_build = summary
+        report(1.0, "Keine Änderung")
+        return prev
+
+    # Chunk ids: unchanged articles keep theirs, everything else gets fresh ones.
+    next_id = prev.manifest["next_chunk_id"] if prev else 0
+    doc_chunk_ids: dict[str, list[int]] = {}
+    chunks: dict[int, Chunk] = {}
+    vectors: dict[int, np.ndarray] = {}
+    for doc_id in kept:
+        ids = prev.manifest["documents"][doc_id]["chunk_ids"]
+        doc_chunk_ids[doc_id] = ids
+        for cid in ids:
+            chunks[cid] = prev.chunks[cid]
+    if kept:
+        kept_ids = [cid for d in kept for cid in doc_chunk_ids[d]]
+        for cid, vec in zip(kept_ids, prev.vectors(kept_ids)):
+            vectors[cid] = vec
+    report(0.05, "Artikel zerlegen")
+    for doc_id, doc in new_docs.items():
+        if doc_id in doc_chunk_ids:
+            continue
+        ids = []
+        for ch in chunk_document(doc, config.chunk_size, config.chunk_overlap):
+            chunks[next_id] = ch
+            ids.append(next_id)
+            next_id += 1
+        doc_chunk_ids[doc_id] = ids
+
+    embedder = _embed_missing(root, chunks, vectors, config, embedder, fingerprint, summary, report)
+    if vectors:
+        dim = len(next(iter(vectors.values())))
+    elif prev is not None:
+        dim = prev.manifest["model"]["dim"]
+    else:  # an empty corpus: the dimension still has to come from the model
+        if embedder is None:
+            from .embedding import load_embedder
+
+            embedder = load_embedder(config)
+        dim = embedder.dim
+
+    report(0.92, "Index schreiben")
+    version_dir = _write_files(root, list(new_docs.values()), chunks, vectors, doc_chunk_ids, config, fingerprint, dim, next_id)
+    _switch_current(root, version_dir)
+    _clean_old_versions(root)
+
+    manifest = _read_manifest(root, version_dir)
+    index = Index(root, version_dir, manifest, config, embedder)
+    summary.chunks = len(chunks)
+    summary.wrote = True
+    summary.seconds = time.perf_counter() - started
+    index.last_build = summary
+    report(1.0, "Fertig")
+    return index
+
+
+def _embed_missing(root, chunks, vectors, config, embedder, fingerprint, summary, report) -> None:
+    """Fill `vectors` for chunks that lack one: from the cache, else from the model. Returns the embedder."""
+    todo = [cid for cid in chunks if cid not in vectors]
+    if not todo:
+        return embedder
+    cache = EmbeddingCache(root / "embcache.sqlite")
+    try:
+        hashes = {cid: text_hash(chunks[cid].text) for cid in todo}
+        dim = None
+        if embedder is not None:
+            dim = embedder.dim
+        # The dimension is only known once a vector exists; probe the cache with any stored one.
+        cached = cache.get(fingerprint, list(set(hashes.values())), dim) if dim else {}
+        if dim is None:
+            row = cache.db.execute("SELECT vec FROM emb WHERE fp = ? LIMIT 1", [fingerprint]).fetchone()
+            if row:
+                dim = len(row[0]) // 4
+                cached = cache.get(fingerprint, list(set(hashes.values())), dim)
+        misses = [cid for cid in todo if hashes[cid] not in cached]
+        for cid in todo:
+            if hashes[cid] in cached:
+                vectors[cid] = cached[hashes[cid]]
+        if misses:
+            if embedder is None:
+                from .embedding import load_embedder
+
+                embedder = load_embedder(config)
+            # Unique texts only: identical paragraphs in several articles are embedded once.
+            unique = list(dict.fromkeys(hashes[c] for c in misses))
+            text_of = {hashes[c]: chunks[c].text for c in misses}
+            done: dict[str, np.ndarray] = {}
+            for i in range(0, len(unique), EMBED_BATCH):
+                part = unique[i : i + EMBED_BATCH]
+                vecs = embedder.embed_passages([text_of[h] for h in part])
+                cache.put(fingerprint, part, vecs)
+                done.update(zip(part, vecs))
+                report(0.1 + 0.8 * min(1.0, (i + len(part)) / len(unique)), f"Einbetten {i + len(part)}/{len(unique)}")
+            for cid in misses:
+                vectors[cid] = done[hashes[cid]]
+            summary.embedded = len(misses)
+    finally:
+        cache.close()
+    return embedder
+
+
+def _write_files(root, documents, chunks, vectors, doc_chunk_ids, config, fingerprint, dim, next_id) -> Path:
+    import faiss
+
+    tmp = root / f".tmp-{uuid.uuid4().hex}"
+    tmp.mkdir(parents=True)
+    ids = np.array(sorted(chunks), dtype=np.int64)
+
+    db = sqlite3.connect(tmp / "chunks.sqlite")
+    with db:
+        db.execute("CREATE TABLE documents (id TEXT PRIMARY KEY, text TEXT, title TEXT, date TEXT, source TEXT, url TEXT, content_hash TEXT)")
+        db.execute('CREATE TABLE chunks (id INTEGER PRIMARY KEY, doc_id TEXT, start INTEGER, "end" INTEGER)')
+        db.executemany(
+            "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(d.id, d.text, d.title, d.date, d.source, d.url, d.content_hash) for d in documents],
+        )
+        db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?)", [(int(c), chunks[c].doc_id, chunks[c].start, chunks[c].end) for c in ids])
+    db.close()
+
+    index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    if len(ids):
+        index.add_with_ids(np.stack([vectors[int(c)] for c in ids]).astype(np.float32), ids)
+    faiss.write_index(index, str(tmp / "faiss.index"))
+
+    bm25_dir = tmp / "bm25"
+    bm25_dir.mkdir()
+    np.save(bm25_dir / "chunk_ids.npy", ids)
+    if len(ids):
+        import bm25s
+
+        retriever = bm25s.BM25()
+        retriever.index(bm25_tokenize([chunks[int(c)].text for c in ids]), show_progress=False)
+        retriever.save(str(bm25_dir), show_progress=False)
+
+    files = {
+        str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256_file(p)}
+        for p in sorted(tmp.rglob("*"))
+        if p.is_file()
+    }
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": {"name": config.model, "fingerprint": fingerprint, "dim": dim},
+        "config": _settings(config),
+        "counts": {"documents": len(documents), "chunks": len(ids)},
+        "next_chunk_id": next_id,
+        "documents": {
+            d.id: {"hash": d.content_hash, "source": d.source, "chunk_ids": doc_chunk_ids[d.id]} for d in documents
+        },
+        "files": files,
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
+    _fsync_tree(tmp)
+    final = root / f"v-{time.time_ns()}-{uuid.uuid4().hex[:6]}"
+    os.rename(tmp, final)
+    _fsync_dir(root)
+    return final
+
+
+def _switch_current(root: Path, version_dir: Path) -> None:
+    tmp = root / f".CURRENT.{uuid.uuid4().hex}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(version_dir.name)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, root / "CURRENT")
+    _fsync_dir(root)
+
+
+def _clean_stale(root: Path) -> None:
+    """Remove what killed builds left behind (only called under the build lock)."""
+    for p in root.glob(".tmp-*"):
+        shutil.rmtree(p, ignore_errors=True)
+    for p in root.glob(".CURRENT.*"):
+        p.unlink(missing_ok=True)
+
+
+def _clean_old_versions(root: Path) -> None:
+    current = _current_version(root)
+    versions = sorted((p for p in root.glob("v-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[1]))
+    old = [p for p in versions if p != current][: max(0, len(versions) - KEEP_VERSIONS)]
+    for p in old:
+        shutil.rmtree(p, ignore_errors=True)

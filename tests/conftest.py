@@ -1,0 +1,38 @@
+"""Shared fixtures: indexes are built once per session (the real model is slow on 2 cores)."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT / "corpus"
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def seed_corpus(tmp_path_factory) -> Path:
+    """A private copy of the shipped corpus (tests may add articles to it)."""
+    dst = tmp_path_factory.mktemp("corpus")
+    for p in SEEDS.glob("*.txt"):
+        shutil.copy(p, dst / p.name)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def seed_index(tmp_path_factory, seed_corpus):
+    """The seed articles indexed with the real multilingual-e5-small model."""
+    from rag.store import build_index
+
+    return build_index(seed_corpus, tmp_path_factory.mktemp("seed-index"))
+
+
+@pytest.fixture(scope="session")
+def fake_seed_index(tmp_path_factory):
+    """The seed articles indexed with the fake embedder: for fast plumbing tests only."""
+    from fakes import FakeEmbedder
+    from rag.store import build_index
+
+    return build_index(SEEDS, tmp_path_factory.mktemp("fake-seed-index"), embedder=FakeEmbedder())

@@ -1,0 +1,149 @@
+"""Answer building blocks: typed highlights, agreement, quotes, abstention, merging, diversification."""
+from __future__ import annotations
+
+import pytest
+
+from fakes import FakeEmbedder
+from rag import QuestionError
+from rag.answer import Agreement, agreement_of, find_phrase, phrase_value, question_type, quote_span
+from rag.retrieval import Passage, diversify, merge_spans
+
+SULLIVAN = (
+    "Der US-Präsident drohte Putin bei dem gut zweistündigen Gespräch im Falle einer russischen Invasion der Ukraine "
+    "erneut mit «starken Wirtschaftsmaßnahmen» der USA, wie Bidens Nationaler Sicherheitsberater Jake Sullivan im "
+    "Anschluss sagte."
+)
+KREML = (
+    "Auch in Sachen Geschwindigkeit lag Moskau am Dienstag zeitweise vor Washington: Der Kreml meldete das Ende der "
+    "gut zweistündigen Gespräche um 18.15 Uhr mitteleuropäischer Zeit, das Weiße Haus verschickte die Mitteilung elf "
+    "Minuten später."
+)
+
+
+@pytest.mark.parametrize(
+    "question, sentence, kind, expected",
+    [
+        ("Wie lange dauerte der Gipfel?", "Der Videogipfel am Dienstag dauerte rund zwei Stunden, wie Agenturen meldeten.", "duration", "rund zwei Stunden"),
+        ("Wie lange dauerte der Gipfel?", KREML, "duration", "gut zweistündigen"),
+        ("Wie lange dauerte der Gipfel?", "Sie dauerten zwei Stunden und fünf Minuten und fanden im geschlossenen Format statt.", "duration", "zwei Stunden und fünf Minuten"),
+        ("Um wie viel Uhr meldete der Kreml das Ende der Gespräche?", KREML, "time", "18.15 Uhr"),
+        ("Wann will Biden mit Selenskyj sprechen?", "Am Donnerstag wolle Biden mit dem ukrainischen Präsidenten Selenskyj sprechen.", "time", "Am Donnerstag"),
+        ("In welchem Jahr wurde die Brücke eröffnet?", "Die Brücke wurde im Jahr 1998 nach langer Bauzeit eröffnet.", "time", "1998"),
+        ("Wie viele Kilometer von der Grenze entfernt hat Moskau Soldaten zusammengezogen?", "Moskau hat etwa 300 Kilometer von der Grenze zehntausende Soldaten zusammengezogen.", "number", "etwa 300 Kilometer"),
+        ("Wie viele Menschen sind im Konflikt gestorben?", "Mehr als 13.000 Menschen starben bisher in dem Konflikt.", "number", "13.000 Menschen"),
+        ("Wer ist der Nationale Sicherheitsberater von Biden?", SULLIVAN, "entity", "Jake Sullivan"),
+        ("Welche Zeitung warf Biden eine zu weiche Gangart vor?", "Das Wall Street Journal warf Biden eine zu weiche Gangart gegenüber Moskau vor.", "entity", "Wall Street Journal"),
+        ("Wo hielt sich Putin während der Videokonferenz auf?", "Bei den Gesprächen war Putin in seiner Residenz in Sotschi, Biden im Weißen Haus in Washington.", "place", "Sotschi"),
+    ],
+)
+def test_typed_highlight_finds_the_answering_phrase(question, sentence, kind, expected):
+    assert question_type(question) == kind
+    span = find_phrase(sentence, kind, question)
+    assert span is not None
+    phrase = sentence[span[0] : span[1]]
+    assert expected in phrase
+    assert len(phrase) < len(sentence) / 2  # narrowed, not the whole sentence
+
+
+def test_question_without_typed_answer_gets_no_phrase():
+    assert question_type("Was schlug Putin vor, um den Dialog fortzusetzen?") is None
+    assert find_phrase("Putin schlug vor, Beschränkungen aufzuheben.", None, "Was schlug Putin vor?") is None
+
+
+def test_phrase_repeating_the_question_is_not_an_answer():
+    q = "Was geschah am Dienstag um 18.15 Uhr?"
+    assert find_phrase("Am Dienstag um 18.15 Uhr endete das Gespräch.", "time", q) is None
+
+
+def test_durations_that_agree_are_grouped_as_agreeing():
+    assert phrase_value("rund zwei Stunden") == 120
+    assert phrase_value("gut zweistündigen") == 120
+    assert phrase_value("zwei Stunden und fünf Minuten") == 125
+    ag = agreement_of([("a", "rund zwei Stunden"), ("b", "gut zweistündigen"), ("c", "zwei Stunden und fünf Minuten")])
+    assert ag.agree
+    assert ag.line.startswith("3 Quellen stimmen überein: rund zwei Stunden · gut zweistündigen")
+
+
+def test_numbers_that_differ_are_reported_as_differing():
+    ag = agreement_of([("a", "mehr als 120.000 Soldaten"), ("b", "175.000 Soldaten")])
+    assert not ag.agree and "weichen voneinander ab" in ag.line
+    assert agreement_of([("a", "120.000")]) is None
+
+
+def test_quote_is_verbatim_and_cut_at_sentence_boundaries(fake_seed_index):
+    idx = fake_seed_index
+    doc_id = next(iter(idx.documents))
+    text = idx.documents[doc_id].text
+    from rag.chunking import split_sentences
+
+    sents = split_sentences(text)
+    s, e = sents[3]
+    qs, qe = quote_span(idx, doc_id, s, e, 600)
+    assert qs <= s and qe >= e and qe - qs <= 600
+    assert qs in {a for a, _ in sents} and qe in {b for _, b in sents}
+
+
+def test_answer_offsets_and_highlight_are_consistent(fake_seed_index):
+    from rag import Config, load_index
+
+    idx = load_index(fake_seed_index.root, Config(abstain_threshold=-1.0), embedder=FakeEmbedder())
+    ans = idx.answer("Wie lange dauerte der Videogipfel zwischen Biden und Putin?", k=3)
+    assert ans.passages and not ans.abstained
+    for p in ans.passages:
+        assert fake_seed_index.documents[p.doc_id].text[p.start : p.end] == p.text
+        a, b = p.highlight
+        assert 0 <= a < b <= len(p.text)
+        assert len(p.text) <= fake_seed_index.config.max_quote_chars
+
+
+def test_answer_passages_come_from_different_articles_first(fake_seed_index):
+    from rag import Config, load_index
+
+    # The fake embedder's similarities are far below the real model's: switch abstention off.
+    idx = load_index(fake_seed_index.root, Config(abstain_threshold=-1.0), embedder=FakeEmbedder())
+    ans = idx.answer("Biden Putin Gespräch Ukraine", k=3)
+    assert len({p.doc_id for p in ans.passages}) == 3
+
+
+@pytest.mark.parametrize("question", ["", "   ", "\n\t"])
+def test_empty_question_raises_question_error(fake_seed_index, question):
+    with pytest.raises(QuestionError):
+        fake_seed_index.answer(question)
+    with pytest.raises(QuestionError):
+        fake_seed_index.retrieve(question)
+
+
+def test_overlong_question_is_truncated_not_rejected(fake_seed_index, caplog):
+    ans = fake_seed_index.answer("Gipfel " * 3000)
+    assert len(ans.question) == fake_seed_index.config.max_question_chars
+    assert "gekürzt" in caplog.text
+
+
+def _passage(doc, start, end, score):
+    return Passage(text="x" * (end - start), doc_id=doc, title="", date=None, source="", start=start, end=end, score=score)
+
+
+def test_diversify_lets_other_articles_through():
+    ps = [_passage("a", 0, 10, 1.0), _passage("a", 20, 30, 0.95), _passage("a", 40, 50, 0.9), _passage("b", 0, 10, 0.6)]
+    assert [p.doc_id for p in diversify(ps, 2)] == ["a", "b"]
+
+
+def test_overlapping_chunks_of_one_article_are_merged(fake_seed_index):
+    idx = fake_seed_index
+    doc_id = next(iter(idx.documents))
+    ids = idx.manifest["documents"][doc_id]["chunk_ids"][:2]
+    merged = merge_spans(idx, [(ids[0], 0.9), (ids[1], 0.8)])
+    assert len(merged) == 1
+    p = merged[0]
+    assert p.start == idx.chunks[ids[0]].start and p.end == idx.chunks[ids[1]].end
+    assert idx.documents[doc_id].text[p.start : p.end] == p.text
+
+
+def test_date_and_document_filters(fake_seed_index):
+    idx = fake_seed_index
+    dated = [d for d, doc in idx.documents.items() if doc.date]
+    only = idx.retrieve("Biden Putin", k=5, doc_ids=[dated[0]])
+    assert {p.doc_id for p in only} == {dated[0]}
+    in_range = idx.retrieve("Biden Putin", k=5, date_from="2021-12", date_to="2021-12")
+    assert in_range and all(idx.documents[p.doc_id].date.startswith("2021-12") for p in in_range)
+    assert idx.retrieve("Biden Putin", k=5, date_from="2030") == []

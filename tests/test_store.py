@@ -1,0 +1,220 @@
+"""Store plumbing with a tiny fake embedder: incremental builds, crash safety, corruption handling."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fakes import FakeEmbedder
+from rag import Config, IndexCorruptError, IndexNotFoundError
+from rag.store import build_index, load_index
+
+ARTICLES = {
+    "gipfel.txt": "Der Videogipfel zwischen Biden und Putin dauerte rund zwei Stunden. Beide sprachen über die Ukraine.",
+    "wetter.txt": "In Wien regnete es am Dienstag den ganzen Tag. Die Temperaturen lagen bei fünf Grad.",
+    "fussball.txt": "Rapid Wien gewann das Derby mit drei zu eins. Die Fans feierten bis in die Nacht.",
+}
+
+
+def write_corpus(root: Path, articles: dict[str, str]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, text in articles.items():
+        (root / name).write_text(text, encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    return write_corpus(tmp_path / "corpus", ARTICLES)
+
+
+def test_build_and_load_roundtrip_keeps_offsets(corpus, tmp_path):
+    idx = build_index(corpus, tmp_path / "idx", embedder=FakeEmbedder())
+    assert set(idx.documents) == {"gipfel", "wetter", "fussball"}
+    loaded = load_index(tmp_path / "idx", embedder=FakeEmbedder())
+    assert loaded.manifest["counts"] == {"documents": 3, "chunks": len(loaded.chunks)}
+    hits = loaded.retrieve("Wie lange dauerte der Videogipfel?", k=2)
+    assert hits[0].doc_id == "gipfel"
+    doc = loaded.documents[hits[0].doc_id]
+    assert doc.text[hits[0].start : hits[0].end] == hits[0].text
+
+
+def test_rebuild_skips_unchanged_articles(corpus, tmp_path):
+    fake = FakeEmbedder()
+    build_index(corpus, tmp_path / "idx", embedder=fake)
+    first = fake.embedded
+    assert first >= 3
+    (corpus / "neu.txt").write_text("Die Nato verlegte zusätzliche Truppen nach Polen.", encoding="utf-8")
+    idx = build_index(corpus, tmp_path / "idx", embedder=fake)
+    assert fake.embedded - first == len([c for c in idx.chunks.values() if c.doc_id == "neu"])
+    s = idx.last_build
+    assert (s.new, s.changed, s.removed, s.unchanged) == (1, 0, 0, 3)
+
+
+def test_no_change_rebuild_writes_nothing(corpus, tmp_path):
+    fake = FakeEmbedder()
+    first = build_index(corpus, tmp_path / "idx", embedder=fake)
+    calls = fake.calls
+    again = build_index(corpus, tmp_path / "idx", embedder=fake)
+    assert fake.calls == calls
+    assert again.version_dir == first.version_dir
+    assert not again.last_build.wrote
+    assert "keine Änderung" in again.last_build.line()
+
+
+def test_changed_and_deleted_articles_are_updated(corpus, tmp_path):
+    fake = FakeEmbedder()
+    build_index(corpus, tmp_path / "idx", embedder=fake)
+    (corpus / "wetter.txt").write_text("In Graz schneite es am Mittwoch heftig.", encoding="utf-8")
+    (corpus / "fussball.txt").unlink()
+    idx = build_index(corpus, tmp_path / "idx", embedder=fake)
+    s = idx.last_build
+    assert (s.changed, s.removed) == (1, 1)
+    assert "fussball" not in idx.documents
+    assert all(c.doc_id != "fussball" for c in idx.chunks.values())
+    assert "Graz" in idx.documents["wetter"].text
+    assert idx.faiss.ntotal == len(idx.chunks)
+
+
+def test_changed_model_means_full_rebuild(corpus, tmp_path):
+    build_index(corpus, tmp_path / "idx", embedder=FakeEmbedder())
+    other = FakeEmbedder(fingerprint="fake@2")
+    idx = build_index(corpus, tmp_path / "idx", embedder=other)
+    assert idx.last_build.full_rebuild and "Modell" in idx.last_build.reason
+    assert other.embedded == len(idx.chunks)
+
+
+def test_changed_chunking_means_full_rebuild(corpus, tmp_path):
+    build_index(corpus, tmp_path / "idx", embedder=FakeEmbedder())
+    idx = build_index(corpus, tmp_path / "idx", Config(chunk_size=300, chunk_overlap=50), embedder=FakeEmbedder())
+    assert idx.last_build.full_rebuild and "Einstellungen" in idx.last_build.line()
+
+
+def test_embedding_cache_survives_rebuild_from_scratch(corpus, tmp_path):
+    fake = FakeEmbedder()
+    build_index(corpus, tmp_path / "idx", embedder=fake)
+    embedded = fake.embedded
+    (tmp_path / "idx" / "CURRENT").unlink()  # the version is gone, the cache is not
+    build_index(corpus, tmp_path / "idx", embedder=fake)
+    assert fake.embedded == embedded
+
+
+def test_missing_index_raises_not_found(tmp_path):
+    with pytest.raises(IndexNotFoundError, match="rag build"):
+        load_index(tmp_path / "nichts", embedder=FakeEmbedder())
+
+
+@pytest.mark.parametrize("victim", ["faiss.index", "chunks.sqlite", "manifest.json"])
+def test_truncated_index_file_raises_clear_error_and_build_repairs(corpus, tmp_path, victim):
+    idx = build_index(corpus, tmp_path / "idx", embedder=FakeEmbedder())
+    path = idx.version_dir / victim
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(IndexCorruptError, match="rag build"):
+        load_index(tmp_path / "idx", embedder=FakeEmbedder())
+    repaired = build_index(corpus, tmp_path / "idx", embedder=FakeEmbedder())
+    assert repaired.last_build.full_rebuild
+    assert load_index(tmp_path / "idx", embedder=FakeEmbedder()).retrieve("Derby Rapid", k=1)[0].doc_id == "fussball"
+
+
+def test_index_from_other_model_is_rejected_on_load(corpus, tmp_path):
+    build_index(corpus, tmp_path / "idx", embedder=FakeEmbedder())
+    with pytest.raises(IndexCorruptError, match="anderen Modell"):
+        load_index(tmp_path / "idx", embedder=FakeEmbedder(fingerprint="fake@other"))
+
+
+def test_manifest_of_other_format_version_is_rejected(corpus, tmp_path):
+    idx = build_index(corpus, tmp_path / "idx", embedder=FakeEmbedder())
+    m = json.loads((idx.version_dir / "manifest.json").read_text())
+    m["format_version"] = 999
+    (idx.version_dir / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(IndexCorruptError, match="Format"):
+        load_index(tmp_path / "idx", embedder=FakeEmbedder())
+
+
+def test_upsert_and_delete_make_new_versions(corpus, tmp_path):
+    from rag.corpus import load_corpus
+
+    idx = build_index(corpus, tmp_path / "idx", embedder=FakeEmbedder())
+    extra = write_corpus(tmp_path / "extra", {"bahn.txt": "Die ÖBB kündigten einen Streik für Montag an."})
+    doc = load_corpus(extra).documents[0]
+    bigger = idx.upsert([doc])
+    assert "bahn" in bigger.documents and "bahn" not in idx.documents
+    smaller = bigger.delete(["gipfel"])
+    assert set(smaller.documents) == {"bahn", "wetter", "fussball"}
+    assert load_index(tmp_path / "idx", embedder=FakeEmbedder()).version_dir == smaller.version_dir
+
+
+def test_stale_temporary_folders_are_cleaned(corpus, tmp_path):
+    root = tmp_path / "idx"
+    build_index(corpus, root, embedder=FakeEmbedder())
+    (root / ".tmp-deadbeef").mkdir()
+    (root / ".tmp-deadbeef" / "faiss.index").write_bytes(b"half")
+    (corpus / "x.txt").write_text("Neuer Artikel über die Bahn.", encoding="utf-8")
+    build_index(corpus, root, embedder=FakeEmbedder())
+    assert not (root / ".tmp-deadbeef").exists()
+    assert len(list(root.glob("v-*"))) <= 2
+
+
+def test_concurrent_builds_serialise(corpus, tmp_path):
+    root = tmp_path / "idx"
+    errors: list[Exception] = []
+
+    def run():
+        try:
+            build_index(corpus, root, embedder=FakeEmbedder(delay=0.05))
+        except Exception as e:  # pragma: no cover - the assertion below reports it
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    idx = load_index(root, embedder=FakeEmbedder())
+    assert len(idx.documents) == 3 and idx.faiss.ntotal == len(idx.chunks)
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    from fakes import FakeEmbedder
+    from rag.store import build_index
+    print("start", flush=True)
+    build_index({corpus!r}, {index!r}, embedder=FakeEmbedder(delay=0.02))
+    print("done", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("kill_after", [0.3, 0.8, 1.5, 2.5])
+def test_build_killed_midway_leaves_previous_index_answering(tmp_path, kill_after):
+    corpus = write_corpus(tmp_path / "corpus", ARTICLES)
+    root = tmp_path / "idx"
+    build_index(corpus, root, embedder=FakeEmbedder())
+    before = [p.doc_id for p in load_index(root, embedder=FakeEmbedder()).retrieve("Derby Rapid Wien", k=3)]
+    # Many new articles so the killed build is busy embedding, chunking or writing.
+    write_corpus(corpus, {f"neu{i}.txt": f"Artikel {i} über Verkehr in Linz. " * 40 for i in range(40)})
+    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), corpus=str(corpus), index=str(root))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "start"
+    time.sleep(kill_after)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    idx = load_index(root, embedder=FakeEmbedder())  # old or new version, never a broken one
+    assert idx.faiss.ntotal == len(idx.chunks)
+    if len(idx.documents) == 3:
+        assert [p.doc_id for p in idx.retrieve("Derby Rapid Wien", k=3)] == before
+    rebuilt = build_index(corpus, root, embedder=FakeEmbedder())
+    assert len(rebuilt.documents) == 43
+    assert not list(root.glob(".tmp-*"))
