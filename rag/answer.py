@@ -219,8 +219,9 @@ def _score_sentences(index: "Index", question: str, cands: list[_Cand], kind: st
     texts = [index.documents[c.doc_id].text[c.start : c.end] for c in cands]
     q_stems = _stems(question)
     if use_dense and cands:
+        # A sentence is embedded with the one before it: "Sie dauerten zwei Stunden" needs its subject.
         qv = index.query_vector(question)
-        sv = index.embedder.embed_passages(texts)
+        sv = index.embedder.embed_passages([_with_context(index, c, cfg.sentence_context) for c in cands])
         dense = sv @ qv
     else:
         dense = np.zeros(len(cands))
@@ -234,6 +235,13 @@ def _score_sentences(index: "Index", question: str, cands: list[_Cand], kind: st
             + cfg.typed_weight * c.typed
             + cfg.prior_weight * c.prior
         )
+
+
+def _with_context(index: "Index", c: _Cand, before: int) -> str:
+    sents = _doc_sentences(index, c.doc_id)
+    i = next(j for j, (s, _) in enumerate(sents) if s == c.start)
+    start = sents[max(0, i - before)][0]
+    return index.documents[c.doc_id].text[start : c.end]
 
 
 # ---------------------------------------------------------------- quotes

@@ -187,10 +187,11 @@ def chunk_document(doc: "Document", chunk_size: int = 600, chunk_overlap: int = 
 
 # --- sentences --------------------------------------------------------------------------------
 
-_PYSBD_MAX_CHARS = 200_000  # pysbd is slow on huge texts; beyond this the regex splitter is used
+_PYSBD_MAX_CHARS = 20_000  # pysbd is superlinear; longer paragraphs use the regex splitter
 
 
 def _pysbd_starts(text: str) -> list[int] | None:
+    """Sentence starts found by pysbd, aligned to `text`; None when pysbd fails or alters the text."""
     try:
         import pysbd
 
@@ -214,6 +215,22 @@ def _regex_starts(text: str) -> list[int]:
     return [m.end() for m in _SENTENCE_END_RE.finditer(text)]
 
 
+def _sentence_starts(text: str) -> list[int]:
+    """Sentence starts, paragraph by paragraph (paragraph breaks always end a sentence)."""
+    breaks = [m.end() for m in _PARAGRAPH_RE.finditer(text)]
+    starts: list[int] = []
+    for a, b in zip([0, *breaks], [*breaks, len(text)]):
+        para = text[a:b]
+        if not para.strip():
+            continue
+        found = _pysbd_starts(para) if len(para) <= _PYSBD_MAX_CHARS else None
+        if found is None:
+            found = _regex_starts(para)
+        starts.append(a)
+        starts.extend(a + i for i in found)
+    return starts
+
+
 def split_sentences(text: str) -> list[tuple[int, int]]:
     """German sentence spans (start, end) over `text`.
 
@@ -223,10 +240,7 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     """
     if not text.strip():
         return []
-    starts = _pysbd_starts(text) if len(text) <= _PYSBD_MAX_CHARS else None
-    if starts is None:
-        starts = _regex_starts(text)
-    bounds = sorted({0, len(text), *starts, *(m.end() for m in _PARAGRAPH_RE.finditer(text))})
+    bounds = sorted({0, len(text), *_sentence_starts(text)})
     spans: list[tuple[int, int]] = []
     for a, b in zip(bounds, bounds[1:]):
         seg = text[a:b]

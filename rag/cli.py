@@ -96,6 +96,56 @@ def ask(
         typer.echo(format_answer(ans, color=sys.stdout.isatty()))
 
 
+@app.command("eval")
+def eval_(
+    file: Path = typer.Argument(..., help="Fragen: unser JSONL oder SQuAD-JSON (XQuAD, GermanQuAD)."),
+    corpus: Optional[list[Path]] = typer.Option(None, "--corpus", help="Korpusordner (mehrfach möglich; JSONL: Standard corpus/)."),
+    distractors: Optional[Path] = typer.Option(None, "--distractors", help="Ablenkartikel: Ordner oder 10kGNAD-CSV."),
+    distractors_limit: Optional[int] = typer.Option(None, "--distractors-limit", help="Nur die ersten N Ablenkartikel."),
+    retriever: Optional[str] = typer.Option(None, "--retriever", help="hybrid, dense oder bm25."),
+    k: int = typer.Option(5, "-k", help="Anzahl Zitate pro Frage."),
+    as_json: bool = typer.Option(False, "--json", help="Kennzahlen als JSON."),
+    failures: Optional[Path] = typer.Option(None, "--failures", help="Fehlschläge als JSONL hierhin schreiben."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Ordner für die Eval-Indizes (Standard: Benutzer-Cache)."),
+) -> None:
+    """Antwortqualität auf einem Fragensatz messen (Treffer im Zitat, MRR, Quellen, Enthaltung, Latenz)."""
+    from .evaluation import run_eval
+
+    if retriever is not None and retriever not in ("hybrid", "dense", "bm25"):
+        typer.echo("Fehler: --retriever muss hybrid, dense oder bm25 sein.", err=True)
+        raise typer.Exit(2)
+    try:
+        out = run_eval(file, corpus=corpus, distractors=distractors, distractors_limit=distractors_limit,
+                       mode=retriever, k=k, failures_path=failures, cache_dir=cache, as_json=as_json,
+                       show_progress=sys.stderr.isatty(), echo=lambda s: typer.echo(s, err=True))
+    except RagError as e:
+        _fail(e)
+    typer.echo(out)
+
+
+@app.command()
+def serve(
+    corpus: Path = CORPUS,
+    index: Path = INDEX,
+    host: str = typer.Option("127.0.0.1", "--host", help="Adresse; 0.0.0.0 macht die Oberfläche im Netz sichtbar."),
+    port: int = typer.Option(7860, "--port", help="Port."),
+    auth: Optional[str] = typer.Option(None, "--auth", help="Anmeldung verlangen: BENUTZER:PASSWORT."),
+) -> None:
+    """Web-Oberfläche starten (baut den Index beim ersten Start)."""
+    from ui.app import parse_auth
+    from ui.app import serve as serve_ui
+
+    try:
+        credentials = parse_auth(auth)
+    except ValueError as e:
+        typer.echo(f"Fehler: {e}", err=True)
+        raise typer.Exit(2)
+    try:
+        serve_ui(corpus, index, host=host, port=port, auth=credentials)
+    except RagError as e:
+        _fail(e)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

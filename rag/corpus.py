@@ -230,12 +230,30 @@ def _load_text(text: str, doc_id: str, source: str, markdown: bool, warnings: li
     return _document(doc_id, body, source, title=title, date=date, url=meta.get("url"))
 
 
+_TRAF_CONFIG = None
+
+
+def _trafilatura_config():
+    global _TRAF_CONFIG
+    if _TRAF_CONFIG is None:
+        from trafilatura.settings import use_config
+
+        cfg = use_config()
+        cfg.set("DEFAULT", "MIN_EXTRACTED_SIZE", "1")
+        cfg.set("DEFAULT", "MIN_OUTPUT_SIZE", "1")
+        _TRAF_CONFIG = cfg
+    return _TRAF_CONFIG
+
+
 def _load_html(text: str, doc_id: str, source: str) -> Document:
     import trafilatura
 
-    main = trafilatura.extract(text, include_comments=False, include_tables=True, favor_recall=True)
+    # Short pages: trafilatura's default falls back to a baseline that flattens paragraphs; a lower
+    # threshold keeps its main extraction (one paragraph per line).
+    main = trafilatura.extract(text, include_comments=False, include_tables=True, config=_trafilatura_config())
     if not main:
-        # Tiny pages: trafilatura's plain conversion still drops <script>/<style>.
+        main = trafilatura.extract(text, include_comments=False, include_tables=True, favor_recall=True)
+    if not main:  # tiny pages: the plain conversion still drops <script>/<style>
         main = trafilatura.html2txt(text)
     title = date = url = None
     try:

@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -313,6 +314,8 @@ def bm25_tokenize(texts: Sequence[str]) -> list[list[str]]:
     import Stemmer
 
     if _STEMMER is None:
+        # bm25s sets its logger to DEBUG, which floods the terminal once logging is configured.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
         _STEMMER = Stemmer.Stemmer("german")
     return bm25s.tokenize(list(texts), stopwords="de", stemmer=_STEMMER.stemWords, return_ids=False, show_progress=False)
 

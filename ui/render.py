@@ -107,8 +107,7 @@ def render_quote(passage: Mapping, number: int, content_hash: str | None = None)
     link = f' · <a href="{esc(url)}" target="_blank" rel="noopener noreferrer">Originalquelle</a>' if url else ""
     return (
         f'<li class="rag-card">'
-        f'<div class="rag-card-num">{number}</div>'
-        f'<blockquote class="rag-quote">„{body}“</blockquote>'
+        f'<blockquote class="rag-quote"><span class="rag-card-num" aria-label="Zitat {number}">{number}</span>„{body}“</blockquote>'
         f'<div class="rag-meta"><span class="rag-title">{esc(passage.get("title") or passage["doc_id"])}</span>'
         f'<span class="rag-date">{esc(format_date(passage.get("date")))}</span>'
         f'<span class="rag-src">Artikel <code>{esc(passage["doc_id"])}</code></span>'
@@ -125,9 +124,11 @@ def render_answer_body(answer: Any, hashes: Mapping[str, str] | None = None) -> 
     hashes = hashes or {}
     if a.get("abstained") or not a.get("passages"):
         msg = a.get("message") or "Das steht nicht im Korpus."
+        head, sep, rest = msg.partition(":")
+        text = f"<strong>{esc(head)}{esc(sep)}</strong> {esc(rest.strip())}" if sep else f"<strong>{esc(msg)}</strong>"
         return (
             f'<div class="rag-abstain"><span class="rag-abstain-icon" aria-hidden="true">∅</span>'
-            f'<div><strong>Steht nicht im Korpus.</strong> <span>{esc(msg)}</span></div></div>'
+            f'<div><span class="rag-label">Keine belegte Antwort</span><div>{text}</div></div></div>'
         )
     parts = [f'<div class="rag-phrase"><span class="rag-label">Antwort</span> <mark>{esc(a.get("phrase"))}</mark></div>']
     agr = a.get("agreement")
@@ -216,12 +217,13 @@ def render_corpus_table(documents: Mapping[str, Any], chunk_counts: Mapping[str,
     )
 
 
-def render_build_status(line: str, warnings: Iterable[str] = (), ok: bool = True, title: str = "Index aktualisiert") -> str:
+def render_build_status(line: str, warnings: Iterable[str] = (), ok: bool | None = True, title: str = "Index aktualisiert") -> str:
+    """A status box for corpus changes; ok=None is neutral (idle)."""
     warnings = list(warnings)
     warn_html = ""
     if warnings:
         items = "".join(f"<li>{esc(w)}</li>" for w in warnings[:20])
         more = f"<li>… und {len(warnings) - 20} weitere</li>" if len(warnings) > 20 else ""
         warn_html = f'<details class="rag-warnings"><summary>{len(warnings)} Hinweise</summary><ul>{items}{more}</ul></details>'
-    cls = "rag-status-ok" if ok else "rag-status-err"
+    cls = "rag-status-idle" if ok is None else ("rag-status-ok" if ok else "rag-status-err")
     return f'<div class="rag-status {cls}"><strong>{esc(title)}</strong><div>{esc(line)}</div>{warn_html}</div>'

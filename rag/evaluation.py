@@ -1,0 +1,573 @@
+"""`rag eval`: how well do the quoted answers answer a question set?
+
+Question sets are our JSONL (``{"id", "question", "answers": [...], "sources": [doc ids]}``,
+``answers: []`` means the system should abstain) or SQuAD-format JSON (XQuAD, GermanQuAD), whose
+paragraphs become the documents. Distractor articles (a folder or the 10kGNAD CSV) make retrieval
+harder. The index is built once per set of documents + index settings in a cache folder.
+
+For code (e.g. tuning)::
+
+    items, docs = load_qa("xquad-de-dev.json")
+    index = build_eval_index(docs + load_distractors("10kGNAD-test.csv", 300))
+    metrics = evaluate(items, index, k=5, mode="hybrid")
+
+All answer metrics are over answerable questions; a question answered with an abstention
+counts as a miss in all of them.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import statistics
+import time
+import unicodedata
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from .config import Config
+from .corpus import Document, load_corpus, make_title
+from .errors import RagError
+
+__all__ = [
+    "QAItem", "QuestionResult", "normalize", "contains_answer", "load_qa", "load_jsonl_qa", "load_squad",
+    "load_distractors", "documents_hash", "build_eval_index", "run_questions", "compute_metrics", "evaluate",
+    "failures", "write_failures", "format_metrics", "default_cache_dir", "run_eval",
+]
+
+Progress = Callable[[float, str], None]
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class QAItem:
+    id: str
+    question: str
+    answers: list[str]  # [] = the corpus does not answer it: the system should abstain
+    sources: list[str] = field(default_factory=list)  # doc ids that answer it
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.answers)
+
+
+@dataclass
+class QuestionResult:
+    """One question run through `Index.answer`, with what the metrics need."""
+
+    item: QAItem
+    abstained: bool
+    confidence: float
+    passages: list[dict]  # doc_id, title, text, highlighted, score (the answer's quotes, best first)
+    latency_ms: float
+    retrieved: list[str] | None = None  # doc ids of Index.retrieve(question, k), when the index has it
+    rank: int | None = None  # 1-based rank of the first quote containing an answer
+    source_hit: bool = False
+    retrieval_source_hit: bool = False
+    highlight_hit: bool = False
+
+    @property
+    def top1(self) -> bool:
+        return self.rank == 1
+
+    def reasons(self) -> list[str]:
+        """Why this question counts as a miss ([] when it does not)."""
+        out = []
+        if self.item.answerable:
+            if self.abstained:
+                out.append("wrongly_abstained")
+            else:
+                if not self.top1:
+                    out.append("not_in_top1" if self.rank is None else f"answer_at_rank_{self.rank}")
+                if not self.highlight_hit:
+                    out.append("highlight_miss")
+        elif not self.abstained:
+            out.append("should_abstain")
+        return out
+
+
+# ---------------------------------------------------------------- answer matching
+
+_QUOTES = "„“”\"‚‘’'«»‹›‟‛`´″′"
+_DASHES = "‐‑‒–—―−-"
+_TRANSLATE = {ord(c): '"' for c in _QUOTES} | {ord(c): "-" for c in _DASHES} | {0xAD: None, 0x200B: None}
+
+
+def normalize(text: str) -> str:
+    """NFC, one quote style, one dash, whitespace collapsed, case-folded."""
+    text = unicodedata.normalize("NFC", text or "").translate(_TRANSLATE)
+    return " ".join(text.split()).casefold()
+
+
+def contains_answer(text: str, answers: Iterable[str]) -> bool:
+    """Whether any expected answer occurs in `text` (normalised substring match)."""
+    hay = normalize(text)
+    return any((n := normalize(a)) and n in hay for a in answers)
+
+
+# ---------------------------------------------------------------- loading question sets
+
+
+def _prefix(path: Path) -> str:
+    """'xquad-de-dev.json' → 'xquad', 'GermanQuAD_test.json' → 'germanquad', '10kGNAD-test.csv' → '10kgnad'."""
+    head = re.split(r"[^0-9A-Za-z]", path.stem, maxsplit=1)[0].lower()
+    return head or "doc"
+
+
+def _slug(text: str) -> str:
+    s = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    s = re.sub(r"[^0-9a-zA-Z]+", "-", s).strip("-").lower()
+    return s or "artikel"
+
+
+def _str_list(value, where: str, name: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):  # SQuAD-style [{"text": ...}] is accepted too
+        value = [v.get("text") if isinstance(v, dict) else v for v in value]
+    if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
+        raise RagError(f"{where}: Feld „{name}“ muss eine Liste von Zeichenketten sein.")
+    return list(dict.fromkeys(str(v).strip() for v in value if str(v).strip()))
+
+
+def load_jsonl_qa(path: str | Path) -> list[QAItem]:
+    path = Path(path)
+    items: list[QAItem] = []
+    seen: set[str] = set()
+    for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path.name}, Zeile {lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise RagError(f"{where}: kein gültiges JSON ({e.msg}).") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("question"), str) or not obj["question"].strip():
+            raise RagError(f"{where}: Feld „question“ fehlt.")
+        if "answers" not in obj:
+            raise RagError(f"{where}: Feld „answers“ fehlt ([] heißt: keine Antwort erwartet).")
+        qid = str(obj.get("id") or f"{path.stem}#{lineno}")
+        if qid in seen:
+            raise RagError(f"{where}: ID {qid} doppelt.")
+        seen.add(qid)
+        items.append(QAItem(qid, obj["question"].strip(), _str_list(obj["answers"], where, "answers"), _str_list(obj.get("sources"), where, "sources")))
+    if not items:
+        raise RagError(f"Keine Fragen in {path}.")
+    return items
+
+
+def load_squad(path: str | Path | None = None, data: dict | None = None, prefix: str | None = None) -> tuple[list[QAItem], list[Document]]:
+    """SQuAD-format JSON (v1.1 or v2.0): paragraphs → documents `<prefix>/<title-slug>/<n>`, questions → items.
+
+    SQuAD 2.0 questions marked `is_impossible` expect an abstention."""
+    if data is None:
+        path = Path(path)
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+        except json.JSONDecodeError as e:
+            raise RagError(f"{path.name}: kein gültiges JSON ({e.msg}).") from None
+    if prefix is None:
+        prefix = _prefix(Path(path)) if path is not None else "squad"
+    name = Path(path).name if path is not None else "squad"
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise RagError(f"{name}: kein SQuAD-Format (Feld „data“ fehlt).")
+    items: list[QAItem] = []
+    docs: list[Document] = []
+    slugs: set[str] = set()
+    seen: set[str] = set()
+    for a_no, article in enumerate(data["data"]):
+        title = " ".join(str(article.get("title") or f"Artikel {a_no}").replace("_", " ").split())
+        slug = base = _slug(title)
+        n = 2
+        while slug in slugs:
+            slug, n = f"{base}-{n}", n + 1
+        slugs.add(slug)
+        for p_no, para in enumerate(article.get("paragraphs", [])):
+            context = para.get("context") or ""
+            if not context.strip():
+                continue
+            doc_id = f"{prefix}/{slug}/{p_no}"
+            docs.append(Document(id=doc_id, text=unicodedata.normalize("NFC", context.strip()), title=title, date=None, source=name))
+            for q_no, qa in enumerate(para.get("qas", [])):
+                question = (qa.get("question") or "").strip()
+                if not question:
+                    continue
+                qid = str(qa.get("id") or f"{doc_id}#{q_no}")
+                if qid in seen:
+                    qid = f"{qid}#{doc_id}"
+                seen.add(qid)
+                answers = [] if qa.get("is_impossible") else list(dict.fromkeys(a["text"] for a in qa.get("answers", []) if a.get("text", "").strip()))
+                items.append(QAItem(qid, question, answers, [doc_id]))
+    if not items:
+        raise RagError(f"Keine Fragen in {name}.")
+    return items, docs
+
+
+def load_qa(path: str | Path) -> tuple[list[QAItem], list[Document] | None]:
+    """(questions, documents): documents only for SQuAD files, which bring their paragraphs along."""
+    path = Path(path)
+    if not path.is_file():
+        raise RagError(f"Fragendatei nicht gefunden: {path}")
+    if path.suffix.lower() != ".jsonl":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and "data" in data:
+            return load_squad(path, data=data)
+        if path.suffix.lower() == ".json":
+            raise RagError(f"{path.name}: kein SQuAD-Format (Feld „data“ fehlt).")
+    return load_jsonl_qa(path), None
+
+
+def load_distractors(path: str | Path, limit: int | None = None) -> list[Document]:
+    """Extra real articles: a corpus folder (ids prefixed with the folder name), or the 10kGNAD CSV
+    (``label;'text'``, ids `10kgnad/<row>` with 1-based rows, title = first sentence). The first `limit`."""
+    path = Path(path)
+    limit = None if limit is None or limit <= 0 else limit
+    if path.is_dir():
+        prefix = _slug(path.resolve().name)
+        docs = load_corpus(path).documents[:limit]
+        return [Document(id=f"{prefix}/{d.id}", text=d.text, title=d.title, date=d.date, source=d.source, url=d.url) for d in docs]
+    if not path.is_file():
+        raise RagError(f"Ablenkartikel nicht gefunden: {path}")
+    prefix = _prefix(path)
+    docs: list[Document] = []
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        for row_no, row in enumerate(csv.reader(f, delimiter=";", quotechar="'"), start=1):
+            if limit is not None and len(docs) >= limit:
+                break
+            if not row:
+                continue
+            text = unicodedata.normalize("NFC", (row[-1] if len(row) >= 2 else row[0]).replace("\r\n", "\n")).strip()
+            if not text:
+                continue
+            docs.append(Document(id=f"{prefix}/{row_no}", text=text, title=make_title(text[:1000]), date=None, source=f"{path.name}#{row_no}"))
+    return docs
+
+
+# ---------------------------------------------------------------- the cached eval index
+
+
+def default_cache_dir() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("rag")) / "eval"
+
+
+def _index_settings(config: Config) -> dict:
+    from .store import _settings
+
+    return _settings(config)
+
+
+def documents_hash(documents: Sequence[Document], config: Config) -> str:
+    """Identifies an eval index: every document (id + content) and the settings that shape the index."""
+    h = hashlib.sha256()
+    h.update(json.dumps(_index_settings(config), sort_keys=True).encode())
+    for d in sorted(documents, key=lambda d: d.id):
+        h.update(f"\n{d.id}\t{d.content_hash}\t{d.source}".encode("utf-8"))
+    return h.hexdigest()[:16]
+
+
+def build_eval_index(
+    documents: Sequence[Document],
+    cache_dir: str | Path | None = None,
+    config: Config | None = None,
+    embedder=None,
+    progress: Progress | None = None,
+):
+    """Build (or reuse) the index of exactly these documents under `cache_dir/<hash>`.
+
+    The documents are written as one .jsonl into `<hash>/corpus/` and indexed with build_index,
+    so they go through the same loading as a user's corpus. Embeddings are shared by all eval
+    indexes under `cache_dir` (one embcache.sqlite, keyed by model and chunk text)."""
+    from .store import build_index
+
+    config = config or Config()
+    ids = [d.id for d in documents]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise RagError(f"Dokument-ID doppelt: {dup}")
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    root = cache_dir / documents_hash(documents, config)
+    corpus_dir, index_dir = root / "corpus", root / "index"
+    corpus_dir.mkdir(parents=True, exist_ok=True)
+    index_dir.mkdir(parents=True, exist_ok=True)
+    target = corpus_dir / "documents.jsonl"
+    if not target.exists():
+        tmp = corpus_dir / f".documents.{uuid.uuid4().hex}.tmp"  # hidden: load_corpus skips it
+        with open(tmp, "w", encoding="utf-8") as f:
+            for d in documents:
+                f.write(json.dumps({"id": d.id, "text": d.text, "title": d.title, "date": d.date, "source": d.source, "url": d.url}, ensure_ascii=False) + "\n")
+        os.replace(tmp, target)
+    shared = cache_dir / "embcache.sqlite"
+    link = index_dir / "embcache.sqlite"
+    if not link.exists() and not link.is_symlink():
+        try:
+            link.symlink_to(shared.resolve())
+        except OSError:
+            pass  # then this index keeps its own cache
+    return build_index(corpus_dir, index_dir, config, embedder=embedder, progress=progress)
+
+
+# ---------------------------------------------------------------- running and scoring
+
+
+def _passage_dict(p) -> dict:
+    return {"doc_id": p.doc_id, "title": p.title, "text": p.text, "highlighted": p.highlighted, "score": round(float(p.score), 4), "start": p.start, "end": p.end}
+
+
+def run_questions(items: Sequence[QAItem], index, k: int = 5, mode: str | None = None, progress: Progress | None = None) -> list[QuestionResult]:
+    """Ask every question with `index.answer(question, k=k, mode=mode)` and score it.
+
+    One warm-up call first, so latencies are warm. `index.retrieve` (when present) is called
+    too, untimed, for the retrieval-only source recall."""
+    report = progress or (lambda frac, msg: None)
+    cache = getattr(index, "_query_cache", None)
+    if isinstance(cache, dict):
+        cache.clear()  # memoised query vectors from an earlier run would flatter the latencies
+    if items:
+        index.answer("Wer hat das gesagt?", k=k, mode=mode)  # warm-up: model and lazy tables loaded
+    retrieve = getattr(index, "retrieve", None)
+    results = []
+    for i, item in enumerate(items):
+        t = time.perf_counter()
+        ans = index.answer(item.question, k=k, mode=mode)
+        ms = (time.perf_counter() - t) * 1000
+        passages = [] if ans.abstained else list(ans.passages)[:k]
+        r = QuestionResult(item, bool(ans.abstained), float(ans.confidence), [_passage_dict(p) for p in passages], ms)
+        if retrieve is not None:
+            r.retrieved = [p.doc_id for p in retrieve(item.question, k=k, mode=mode)]
+        score_result(r, k)
+        results.append(r)
+        report((i + 1) / len(items), f"Frage {i + 1}/{len(items)}")
+    return results
+
+
+def score_result(r: QuestionResult, k: int) -> QuestionResult:
+    answers, sources = r.item.answers, set(r.item.sources)
+    quotes = r.passages[:k]
+    r.rank = next((n for n, p in enumerate(quotes, 1) if answers and contains_answer(p["text"], answers)), None)
+    r.source_hit = any(p["doc_id"] in sources for p in quotes)
+    r.retrieval_source_hit = r.retrieved is not None and any(d in sources for d in r.retrieved[:k])
+    r.highlight_hit = bool(quotes) and bool(answers) and contains_answer(quotes[0]["highlighted"], answers)
+    return r
+
+
+def _pct(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return None if den == 0 else num / den
+
+
+def compute_metrics(results: Sequence[QuestionResult], k: int = 5, mode: str | None = None) -> dict:
+    """The metrics dict (ratios in [0, 1]; None where undefined, e.g. no question of that kind)."""
+    answerable = [r for r in results if r.item.answerable]
+    unanswerable = [r for r in results if not r.item.answerable]
+    with_sources = [r for r in answerable if r.item.sources]
+    abstained = [r for r in results if r.abstained]
+    n = len(answerable)
+    m: dict = {
+        "questions": len(results),
+        "answerable": n,
+        "unanswerable": len(unanswerable),
+        "k": k,
+        "mode": mode,
+    }
+    for top in (1, 3, 5):
+        m[f"answer_in_top{top}"] = _ratio(sum(1 for r in answerable if r.rank is not None and r.rank <= top), n) if top <= k else None
+    m["mrr"] = None if n == 0 else sum(1 / r.rank for r in answerable if r.rank) / n
+    m["source_recall_at_k"] = _ratio(sum(r.source_hit for r in with_sources), len(with_sources))
+    has_retrieval = any(r.retrieved is not None for r in with_sources)
+    m["retrieval_source_recall_at_k"] = _ratio(sum(r.retrieval_source_hit for r in with_sources), len(with_sources)) if has_retrieval else None
+    m["highlight_accuracy"] = _ratio(sum(r.highlight_hit for r in answerable), n)
+    m["abstained"] = len(abstained)
+    m["abstention_precision"] = _ratio(sum(1 for r in abstained if not r.item.answerable), len(abstained))
+    m["abstention_recall"] = _ratio(sum(1 for r in unanswerable if r.abstained), len(unanswerable))
+    m["wrongly_abstained"] = sum(1 for r in answerable if r.abstained)
+    m["wrongly_abstained_rate"] = _ratio(m["wrongly_abstained"], n)
+    m["wrongly_answered"] = sum(1 for r in unanswerable if not r.abstained)
+    lengths = [len(p["text"]) for r in results for p in r.passages]
+    m["median_quote_chars"] = statistics.median(lengths) if lengths else None
+    latencies = [r.latency_ms for r in results]
+    m["latency_p50_ms"] = _pct(latencies, 0.50)
+    m["latency_p95_ms"] = _pct(latencies, 0.95)
+    return m
+
+
+def evaluate(qa_items: Sequence[QAItem], index, k: int = 5, mode: str | None = None) -> dict:
+    """Run the questions against `index` (anything with `.answer(q, k=, mode=)`) and return the metrics."""
+    mode = mode or getattr(getattr(index, "config", None), "retriever", None)
+    return compute_metrics(run_questions(qa_items, index, k=k, mode=mode), k=k, mode=mode)
+
+
+def failures(results: Sequence[QuestionResult]) -> list[dict]:
+    """One record per miss (not in top-1, highlight miss, wrong abstention), readable on its own."""
+    out = []
+    for r in results:
+        reasons = r.reasons()
+        if not reasons:
+            continue
+        out.append({
+            "id": r.item.id,
+            "question": r.item.question,
+            "expected_answers": r.item.answers,
+            "expected_sources": r.item.sources,
+            "reasons": reasons,
+            "abstained": r.abstained,
+            "confidence": round(r.confidence, 4),
+            "answer_rank": r.rank,
+            "source_in_quotes": r.source_hit,
+            "retrieved_doc_ids": r.retrieved,
+            "returned": [{"doc_id": p["doc_id"], "title": p["title"], "highlighted": p["highlighted"], "score": p["score"], "text": p["text"]} for p in r.passages],
+        })
+    return out
+
+
+def write_failures(results: Sequence[QuestionResult], path: str | Path) -> int:
+    records = failures(results)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    return len(records)
+
+
+# ---------------------------------------------------------------- the table
+
+
+def _pc(v: float | None) -> str:
+    return f"{'n/a':>7}" if v is None else f"{100 * v:5.1f} %"
+
+
+def _count(v: float | None, n: int) -> str:
+    return "" if v is None else f"({round(v * n)}/{n})"
+
+
+def format_metrics(m: dict, title: str = "") -> str:
+    n = m["answerable"]
+    k = m["k"]
+    rows = []
+    head = f"{m['questions']} Fragen/questions ({n} beantwortbar/answerable, {m['unanswerable']} ohne Antwort/unanswerable)"
+    rows.append(f"{title} · {head} · {m['mode'] or 'default'} · k={k}" if title else f"{head} · {m['mode'] or 'default'} · k={k}")
+    label = lambda s: f"  {s:<44}"  # noqa: E731
+    for top in (1, 3, 5):
+        if m[f"answer_in_top{top}"] is not None:
+            rows.append(label(f"Antwort im Zitat / answer in top-{top} quote") + f"{_pc(m[f'answer_in_top{top}'])} {_count(m[f'answer_in_top{top}'], n)}")
+    rows.append(label("MRR") + ("n/a" if m["mrr"] is None else f"{m['mrr']:.3f}"))
+    rows.append(label(f"Quelle in Zitaten / source recall@{k}") + _pc(m["source_recall_at_k"]))
+    if m.get("retrieval_source_recall_at_k") is not None:
+        rows.append(label(f"Quelle im Retrieval / retrieval recall@{k}") + _pc(m["retrieval_source_recall_at_k"]))
+    rows.append(label("Hervorhebung / highlight accuracy") + f"{_pc(m['highlight_accuracy'])} {_count(m['highlight_accuracy'], n)}")
+    rows.append(label("Enthaltung / abstention precision") + f"{_pc(m['abstention_precision'])} ({m['abstained']} enthalten/abstained)")
+    rows.append(label("Enthaltung / abstention recall") + f"{_pc(m['abstention_recall'])} {_count(m['abstention_recall'], m['unanswerable'])}")
+    rows.append(label("fälschlich enthalten / wrongly abstained") + f"{m['wrongly_abstained']} ({_pc(m['wrongly_abstained_rate']).strip()} der beantwortbaren/of answerable)")
+    rows.append(label("Zitatlänge / quote length (median)") + ("n/a" if m["median_quote_chars"] is None else f"{m['median_quote_chars']:.0f} Zeichen/chars"))
+    if m["latency_p50_ms"] is not None:
+        rows.append(label("Antwortzeit / latency p50 · p95") + f"{m['latency_p50_ms']:.0f} · {m['latency_p95_ms']:.0f} ms")
+    return "\n".join(rows)
+
+
+def metrics_json(m: dict) -> str:
+    return json.dumps(m, ensure_ascii=False, indent=2)
+
+
+def result_dict(r: QuestionResult) -> dict:
+    d = asdict(r)
+    d["item"] = asdict(r.item)
+    return d
+
+
+# ---------------------------------------------------------------- the command
+
+
+def _bar(desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    bar = tqdm(total=100, desc=desc, unit="%", leave=False, disable=not enabled)
+
+    def progress(frac: float, msg: str) -> None:
+        bar.set_description(msg)
+        bar.n = int(frac * 100)
+        bar.refresh()
+
+    return bar, progress
+
+
+def run_eval(
+    file: str | Path,
+    corpus: Sequence[str | Path] | None = None,
+    distractors: str | Path | None = None,
+    distractors_limit: int | None = None,
+    mode: str | None = None,
+    k: int = 5,
+    failures_path: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    as_json: bool = False,
+    show_progress: bool = False,
+    echo: Callable[[str], None] = lambda s: None,
+    config: Config | None = None,
+    embedder=None,
+) -> str:
+    """What `rag eval` does; returns the table (or JSON) to print. Notes go to `echo`."""
+    file = Path(file)
+    if k < 1:
+        raise RagError("-k muss mindestens 1 sein.")
+    config = config or Config()
+    if mode:
+        config = config.replace(retriever=mode)
+    items, documents = load_qa(file)
+    documents = list(documents or [])
+    folders = [Path(c) for c in corpus] if corpus else ([] if documents else [Path("corpus")])
+    for folder in folders:
+        load = load_corpus(folder)
+        for w in load.warnings:
+            echo(f"Warnung: {w}")
+        documents.extend(load.documents)
+    if distractors is not None:
+        documents.extend(load_distractors(distractors, distractors_limit))
+    if not documents:
+        raise RagError("Keine Dokumente: weder die Fragendatei noch --corpus bringt Artikel mit.")
+    known = {d.id for d in documents}
+    missing = sorted({s for it in items for s in it.sources} - known)
+    if missing:
+        echo(f"Warnung: {len(missing)} erwartete Quelle(n) nicht im Korpus, z. B. {', '.join(missing[:3])}")
+
+    bar, progress = _bar("Index", show_progress)
+    try:
+        index = build_eval_index(documents, cache_dir, config, embedder=embedder, progress=progress)
+    finally:
+        bar.close()
+    echo(f"Index {index.root}: {index.last_build.line()}")
+
+    bar, progress = _bar("Fragen", show_progress)
+    started = time.perf_counter()
+    try:
+        results = run_questions(items, index, k=k, mode=mode, progress=progress)
+    finally:
+        bar.close()
+    metrics = compute_metrics(results, k=k, mode=mode or config.retriever)
+    metrics["file"] = str(file)
+    metrics["documents"] = len(index.documents)
+    metrics["seconds"] = round(time.perf_counter() - started, 1)
+    if failures_path is not None:
+        n = write_failures(results, failures_path)
+        echo(f"{n} Fehlschläge → {failures_path}")
+    if as_json:
+        return metrics_json(metrics)
+    return format_metrics(metrics, title=f"{file.name} · {metrics['documents']} Dokumente/documents")
