@@ -38,5 +38,16 @@ eval: setup
 bench: setup
 	$(VENV)/bin/rag bench
 
+# Haystack 2 and txtai on the same corpus and questions, in their own virtualenv (not project
+# dependencies). torch first, as above: 2.13.0 is the CPU build on local disk.
+bench-peers: setup
+	test -x bench/.venv-peers/bin/python || python3 -m venv bench/.venv-peers
+	test -f bench/.venv-peers/.installed-1 || { \
+	  bench/.venv-peers/bin/python -m pip install -q --upgrade pip && \
+	  bench/.venv-peers/bin/python -m pip install -q torch==2.13.0 && \
+	  bench/.venv-peers/bin/python -m pip install -q haystack-ai==2.31.0 txtai==9.14.0 sentence-transformers==6.2.0 && \
+	  touch bench/.venv-peers/.installed-1; }
+	$(PY) bench/peers.py --peers-python bench/.venv-peers/bin/python
+
 clean:
 	rm -rf index/v-* index/CURRENT index/embcache.sqlite index/.lock .pytest_cache

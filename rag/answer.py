@@ -214,14 +214,14 @@ def _doc_sentences(index: "Index", doc_id: str) -> list[tuple[int, int]]:
     return cache[doc_id]
 
 
-def _score_sentences(index: "Index", question: str, cands: list[_Cand], kind: str | None, use_dense: bool) -> None:
+def _score_sentences(index: "Index", question: str, cands: list[_Cand], kind: str | None) -> None:
     cfg = index.config
     texts = [index.documents[c.doc_id].text[c.start : c.end] for c in cands]
     q_stems = _stems(question)
-    if use_dense and cands:
+    if cands:
         # A sentence is embedded with the one before it: "Sie dauerten zwei Stunden" needs its subject.
         qv = index.query_vector(question)
-        sv = index.embedder.embed_passages([_with_context(index, c, cfg.sentence_context) for c in cands])
+        sv = index.sentence_vectors([_with_context(index, c, cfg.sentence_context) for c in cands])
         dense = sv @ qv
     else:
         dense = np.zeros(len(cands))
@@ -342,7 +342,9 @@ def answer(
 
     kind = question_type(q)
     cands = _sentence_candidates(index, pool)
-    _score_sentences(index, q, cands, kind, use_dense=mode != "bm25")
+    # The mode chooses how candidate passages are found; quotes are always ranked by the same
+    # sentence scorer, so abstention means the same thing in every mode.
+    _score_sentences(index, q, cands, kind)
     cands.sort(key=lambda c: -c.score)
     best = cands[0]
     confidence = best.dense + cfg.lexical_weight * best.lexical
@@ -357,7 +359,7 @@ def answer(
             continue
         p = make_passage(index, c.doc_id, qs, qe, c.score, c.chunk_ids)
         sentence = p.text[c.start - qs : c.end - qs]
-        phrase = find_phrase(sentence, kind, q)
+        phrase = find_phrase(sentence, kind, q) if cfg.typed_highlight else None
         off = c.start - qs
         p.highlight = (off + phrase[0], off + phrase[1]) if phrase else (off, c.end - qs)
         if phrase:

@@ -146,6 +146,23 @@ def serve(
         _fail(e)
 
 
+@app.command()
+def bench(
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="Artikel: Ordner oder 10kGNAD-CSV (Standard ../shared/data/10kGNAD-test.csv)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Nur die ersten N Artikel."),
+    queries: int = typer.Option(100, "--queries", help="Anzahl Fragen für die Latenzmessung."),
+    as_json: bool = typer.Option(False, "--json", help="Kennzahlen als JSON."),
+) -> None:
+    """Geschwindigkeit messen: Aufbau, Aktualisierung, Kaltstart, Antwortzeiten, Speicher."""
+    from .bench import DEFAULT_CSV, format_report, run_bench
+
+    try:
+        result = run_bench(corpus or DEFAULT_CSV, limit=limit, queries=queries, echo=lambda s: typer.echo(s, err=True))
+    except RagError as e:
+        _fail(e)
+    typer.echo(json.dumps(result, indent=2) if as_json else format_report(result))
+
+
 def main() -> None:  # pragma: no cover
     app()
 

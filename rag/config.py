@@ -27,6 +27,7 @@ class Config:
     # Answers: sentence score = dense + lexical_weight·overlap + typed_weight·typed + prior_weight·rank prior.
     answer_pool: int = 8  # merged passages whose sentences are ranked
     sentence_context: int = 1  # preceding sentences embedded with each candidate sentence
+    typed_highlight: bool = True  # narrow the highlight to a typed phrase (duration, time, number, …)
     lexical_weight: float = 0.3
     typed_weight: float = 0.05
     prior_weight: float = 0.05

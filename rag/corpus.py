@@ -245,7 +245,43 @@ def _trafilatura_config():
     return _TRAF_CONFIG
 
 
-def _load_html(text: str, doc_id: str, source: str) -> Document:
+_SKIP_TAGS = {"script", "style", "noscript", "template", "head", "svg", "iframe", "object"}
+_BLOCK_TAGS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "article", "section", "blockquote", "pre", "table", "ul", "ol"}
+
+
+def _html_text_fallback(text: str) -> str:
+    """Visible text of a page lxml cannot parse (nesting deeper than libxml2's 256 levels):
+    a streaming stdlib parser without a depth limit; script, style and head content dropped."""
+    from html.parser import HTMLParser
+
+    out: list[str] = []
+    skip = [0]
+
+    class _Text(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag in _SKIP_TAGS:
+                skip[0] += 1
+            elif tag in _BLOCK_TAGS:
+                out.append("\n")
+
+        def handle_endtag(self, tag):
+            if tag in _SKIP_TAGS:
+                skip[0] = max(0, skip[0] - 1)
+            elif tag in _BLOCK_TAGS:
+                out.append("\n")
+
+        def handle_data(self, data):
+            if not skip[0]:
+                out.append(data)
+
+    parser = _Text(convert_charrefs=True)
+    parser.feed(text)
+    parser.close()
+    lines = (" ".join(line.split()) for line in "".join(out).splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def _load_html(text: str, doc_id: str, source: str, warnings: list[str] | None = None) -> Document:
     import trafilatura
 
     # Short pages: trafilatura's default falls back to a baseline that flattens paragraphs; a lower
@@ -255,6 +291,10 @@ def _load_html(text: str, doc_id: str, source: str) -> Document:
         main = trafilatura.extract(text, include_comments=False, include_tables=True, favor_recall=True)
     if not main:  # tiny pages: the plain conversion still drops <script>/<style>
         main = trafilatura.html2txt(text)
+    if not main:  # lxml gives up on very deep nesting: read the text without a tree
+        main = _html_text_fallback(text)
+        if main and warnings is not None:
+            warnings.append(f"HTML nicht regulär lesbar (zu tief verschachtelt?), Text vereinfacht gelesen: {source}")
     title = date = url = None
     try:
         meta = trafilatura.extract_metadata(text)
@@ -313,8 +353,15 @@ def _load(path: Path, root: Path, warnings: list[str], skipped: list[str]) -> li
     if suffix == ".jsonl":
         return _load_jsonl(text, doc_id, source, warnings, skipped)
     if suffix in HTML_SUFFIXES:
-        return [_load_html(text, doc_id, source)]
+        return [_load_html(text, doc_id, source, warnings)]
     return [_load_text(text, doc_id, source, suffix == ".md", warnings)]
+
+
+def _one_line(message: str) -> str:
+    """A message as one line: control characters and line breaks (in file names) shown escaped."""
+    return "".join(
+        ch if unicodedata.category(ch) not in ("Cc", "Zl", "Zp") else ascii(ch)[1:-1] for ch in message
+    )
 
 
 def load_file(path: Path, root: Path) -> list[Document]:
@@ -326,7 +373,7 @@ def load_file(path: Path, root: Path) -> list[Document]:
     try:
         return _load(path, root, [], [])
     except _Skip as e:
-        raise CorpusError(f"übersprungen ({e}): {_rel(path, root)}") from None
+        raise CorpusError(_one_line(f"übersprungen ({e}): {_rel(path, root)}")) from None
 
 
 # --- the folder -------------------------------------------------------------------------------
@@ -421,5 +468,6 @@ def load_corpus(root: str | Path) -> CorpusLoad:
             by_id[doc.id] = doc
             by_text[key] = doc.id
             load.documents.append(doc)
+    load.warnings = [_one_line(w) for w in load.warnings]
     return load
 

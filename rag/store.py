@@ -18,8 +18,10 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sqlite3
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ FORMAT_VERSION = 1
 # Bump when chunk_document's behaviour changes, so old indexes are rebuilt.
 CHUNKER_VERSION = 1
 EMBED_BATCH = 64
+SENTENCE_CACHE = 20_000  # memoised sentence vectors per loaded index (~30 MB at 384 dims)
 KEEP_VERSIONS = 2  # the current one and its predecessor (a reader may still be opening it)
 
 Progress = Callable[[float, str], None]
@@ -104,14 +107,19 @@ def _fsync_tree(path: Path) -> None:
         _fsync_dir(d)
 
 
+_VERSION_NAME = re.compile(r"v-[0-9A-Za-z_-]{1,100}")
+
+
 def _current_version(root: Path) -> Path | None:
     try:
-        name = (root / "CURRENT").read_text(encoding="utf-8").strip()
+        name = (root / "CURRENT").read_bytes()[:1000].decode("utf-8").strip()
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise IndexCorruptError(f"Index unter {root} ist nicht lesbar ({e}). Bitte `rag build` ausführen.")
-    if not name.startswith("v-") or "/" in name:
+        raise IndexCorruptError(f"Index unter {root} ist nicht lesbar ({e.strerror or e}). Bitte `rag build` ausführen.")
+    except UnicodeDecodeError:
+        name = ""
+    if not _VERSION_NAME.fullmatch(name):
         raise IndexCorruptError(f"Index unter {root} ist beschädigt (CURRENT). Bitte `rag build` ausführen.")
     return root / name
 
@@ -183,6 +191,8 @@ class Index:
         self._embedder = embedder
         self.last_build: BuildSummary | None = None
         self._query_cache: dict[str, np.ndarray] = {}
+        self._sentence_cache: dict[str, np.ndarray] = {}
+        self._sentence_lock = threading.Lock()
         self._load_tables()
         self._load_vectors()
         self._load_bm25()
@@ -250,6 +260,21 @@ class Index:
                 self._query_cache.clear()
             self._query_cache[query] = vec
         return vec
+
+    def sentence_vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """Passage embeddings of answer-candidate sentences, memoised: the same passages come up
+        for related questions, and embedding them is most of an answer's time."""
+        with self._sentence_lock:
+            known = {t: self._sentence_cache[t] for t in set(texts) if t in self._sentence_cache}
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        if missing:
+            vecs = self.embedder.embed_passages(missing)
+            known.update(zip(missing, vecs))
+            with self._sentence_lock:
+                if len(self._sentence_cache) + len(missing) > SENTENCE_CACHE:
+                    self._sentence_cache.clear()
+                self._sentence_cache.update(zip(missing, vecs))
+        return np.stack([known[t] for t in texts])
 
     def dense_search(self, query: str, n: int) -> list[tuple[int, float]]:
         if not len(self.chunks):
@@ -323,25 +348,62 @@ def bm25_tokenize(texts: Sequence[str]) -> list[list[str]]:
 # ---------------------------------------------------------------- loading
 
 
-def _read_manifest(root: Path, version_dir: Path) -> dict:
+def manifest_checksum(manifest: dict) -> str:
+    """SHA-256 over the manifest without its own `checksum` field (canonical JSON)."""
+    body = {k: v for k, v in manifest.items() if k != "checksum"}
+    return "sha256:" + text_hash(json.dumps(body, ensure_ascii=False, sort_keys=True, separators=(",", ":")))
+
+
+def _manifest_ok(m: dict) -> bool:
+    """The fields loading and incremental builds rely on, with the right types."""
     try:
-        manifest = json.loads((version_dir / "manifest.json").read_text(encoding="utf-8"))
+        model, cfg, files, docs = m["model"], m["config"], m["files"], m["documents"]
+        return (
+            isinstance(model["name"], str) and isinstance(model["fingerprint"], str)
+            and type(model["dim"]) is int and model["dim"] > 0
+            and all(isinstance(cfg[k], str) for k in ("model", "query_prompt", "passage_prompt"))
+            and all(type(cfg[k]) is int for k in ("chunk_size", "chunk_overlap"))
+            and type(m["next_chunk_id"]) is int
+            and isinstance(files, dict) and bool(files)
+            and all(type(f["size"]) is int and isinstance(f["sha256"], str) for f in files.values())
+            and isinstance(docs, dict)
+            and all(isinstance(d["hash"], str) and all(type(c) is int for c in d["chunk_ids"]) for d in docs.values())
+        )
+    except (KeyError, TypeError, AttributeError):
+        return False
+
+
+def _read_manifest(root: Path, version_dir: Path) -> dict:
+    broken = f"Index unter {root} ist beschädigt (manifest.json). Bitte `rag build` ausführen."
+    try:
+        manifest = json.loads((version_dir / "manifest.json").read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise IndexCorruptError(f"Index unter {root} ist unvollständig (manifest.json fehlt). Bitte `rag build` ausführen.")
-    except (ValueError, UnicodeDecodeError):
-        raise IndexCorruptError(f"Index unter {root} ist beschädigt (manifest.json). Bitte `rag build` ausführen.")
+    except (OSError, ValueError, RecursionError):  # unreadable, not UTF-8 (a ValueError), not JSON
+        raise IndexCorruptError(broken) from None
+    if not isinstance(manifest, dict):
+        raise IndexCorruptError(broken)
     if manifest.get("format_version") != FORMAT_VERSION:
         raise IndexCorruptError(
-            f"Index unter {root} hat Format {manifest.get('format_version')}, erwartet {FORMAT_VERSION}. Bitte `rag build` ausführen."
+            f"Index unter {root} hat Format {str(manifest.get('format_version'))[:20]}, erwartet {FORMAT_VERSION}. Bitte `rag build` ausführen."
         )
+    # Manifests written before the checksum existed have none; every newer one must match it.
+    if "checksum" in manifest and manifest["checksum"] != manifest_checksum(manifest):
+        raise IndexCorruptError(broken)
+    if not _manifest_ok(manifest):
+        raise IndexCorruptError(broken)
     return manifest
 
 
 def _verify_files(root: Path, version_dir: Path, manifest: dict) -> None:
     for rel, meta in manifest.get("files", {}).items():
         p = version_dir / rel
-        if not p.is_file() or p.stat().st_size != meta["size"] or _sha256_file(p) != meta["sha256"]:
-            raise IndexCorruptError(f"Index unter {root} ist beschädigt ({rel}). Bitte `rag build` ausführen.")
+        try:
+            ok = p.is_file() and p.stat().st_size == meta["size"] and _sha256_file(p) == meta["sha256"]
+        except OSError:
+            ok = False
+        if not ok:
+            raise IndexCorruptError(f"Index unter {root} ist beschädigt ({rel[:100]}). Bitte `rag build` ausführen.")
 
 
 def _config_from_manifest(manifest: dict, config: Config | None) -> Config:
@@ -621,6 +683,7 @@ def _write_files(root, documents, chunks, vectors, doc_chunk_ids, config, finger
         },
         "files": files,
     }
+    manifest["checksum"] = manifest_checksum(manifest)
     (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
     _fsync_tree(tmp)
     final = root / f"v-{time.time_ns()}-{uuid.uuid4().hex[:6]}"
@@ -649,7 +712,12 @@ def _clean_stale(root: Path) -> None:
 
 def _clean_old_versions(root: Path) -> None:
     current = _current_version(root)
-    versions = sorted((p for p in root.glob("v-*") if p.is_dir()), key=lambda p: int(p.name.split("-")[1]))
+
+    def created(p: Path) -> int:  # v-<time_ns>-<rand>; a stray folder of another name sorts first
+        part = p.name.split("-")[1]
+        return int(part) if part.isdigit() else -1
+
+    versions = sorted((p for p in root.glob("v-*") if p.is_dir()), key=created)
     old = [p for p in versions if p != current][: max(0, len(versions) - KEEP_VERSIONS)]
     for p in old:
         shutil.rmtree(p, ignore_errors=True)

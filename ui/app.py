@@ -137,7 +137,7 @@ class RagService:
         if isinstance(payload, str):
             try:
                 payload = json.loads(payload)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested too deeply
                 payload = None
         if not isinstance(payload, dict) or not isinstance(payload.get("doc"), str):
             return render.render_viewer_empty("Ungültige Anfrage.")
@@ -149,7 +149,7 @@ class RagService:
         def span(value):
             try:
                 a, b = int(value[0]), int(value[1])
-            except (TypeError, ValueError, IndexError, KeyError):
+            except (TypeError, ValueError, IndexError, KeyError, OverflowError):  # OverflowError: 1e999 → inf
                 return None
             return (a, b) if 0 <= a < b <= len(doc.text) else None
 

@@ -1,0 +1,34 @@
+"""Smoke test of `rag bench` on a few seed articles: every figure is there and positive (no timing goals)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from rag.bench import FIELDS, format_report
+from rag.cli import app
+
+from conftest import SEEDS
+
+
+@pytest.mark.slow
+def test_bench_reports_every_figure():
+    result = CliRunner().invoke(app, ["bench", "--corpus", str(SEEDS), "--limit", "3", "--queries", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.stdout)
+    assert list(r) == list(FIELDS)
+    assert r["articles"] == 3
+    for key, value in r.items():
+        assert isinstance(value, (int, float)), key
+        if key not in ("build_overhead", "build_overhead_cpu", "load_avg_1m"):  # a ratio may be ≤ 0 in noise
+            assert value > 0, key
+    report = format_report(r)
+    for label, *_ in FIELDS.values():
+        assert label.strip() in report or label in ("Artikel", "Abschnitte", "Kerne", "torch-Threads", "Systemlast (1 min) zu Beginn")
+
+
+def test_bench_command_missing_corpus(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "--corpus", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+    assert "Korpus nicht gefunden" in result.output
