@@ -33,7 +33,9 @@ class Config:
     prior_weight: float = 0.05
     diversity_penalty: float = 0.5
     agreement_margin: float = 0.08
-    abstain_threshold: float = 0.80  # on dense + lexical_weight·overlap of the best sentence
+    # On dense + lexical_weight·overlap of the best sentence. Calibrated on the dev data: answerable
+    # seed/XQuAD questions scored ≥ 0.91, questions whose article was withheld had a median of 0.88.
+    abstain_threshold: float = 0.87
     max_quote_chars: int = 600
     max_question_chars: int = 1000
 

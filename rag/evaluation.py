@@ -71,6 +71,7 @@ class QuestionResult:
     source_hit: bool = False
     retrieval_source_hit: bool = False
     highlight_hit: bool = False
+    phrase_hit: bool = False
 
     @property
     def top1(self) -> bool:
@@ -87,6 +88,8 @@ class QuestionResult:
                     out.append("not_in_top1" if self.rank is None else f"answer_at_rank_{self.rank}")
                 if not self.highlight_hit:
                     out.append("highlight_miss")
+                elif not self.phrase_hit:
+                    out.append("answer_phrase_miss")  # the sentence holds the answer, the phrase marked in it does not
         elif not self.abstained:
             out.append("should_abstain")
         return out
@@ -323,7 +326,12 @@ def build_eval_index(
 
 
 def _passage_dict(p) -> dict:
-    return {"doc_id": p.doc_id, "title": p.title, "text": p.text, "highlighted": p.highlighted, "score": round(float(p.score), 4), "start": p.start, "end": p.end}
+    return {
+        "doc_id": p.doc_id, "title": p.title, "text": p.text, "highlighted": p.highlighted,
+        # The answering phrase (falls back to the highlight where passages have no separate phrase).
+        "answer_text": getattr(p, "answer_text", p.highlighted),
+        "score": round(float(p.score), 4), "start": p.start, "end": p.end,
+    }
 
 
 def run_questions(items: Sequence[QAItem], index, k: int = 5, mode: str | None = None, progress: Progress | None = None) -> list[QuestionResult]:
@@ -332,9 +340,10 @@ def run_questions(items: Sequence[QAItem], index, k: int = 5, mode: str | None =
     One warm-up call first, so latencies are warm. `index.retrieve` (when present) is called
     too, untimed, for the retrieval-only source recall."""
     report = progress or (lambda frac, msg: None)
-    cache = getattr(index, "_query_cache", None)
-    if isinstance(cache, dict):
-        cache.clear()  # memoised query vectors from an earlier run would flatter the latencies
+    for name in ("_query_cache", "_sentence_vectors", "_sentence_cache"):
+        cache = getattr(index, name, None)
+        if isinstance(cache, dict):
+            cache.clear()  # memoised vectors from an earlier run would flatter the latencies
     if items:
         index.answer("Wer hat das gesagt?", k=k, mode=mode)  # warm-up: model and lazy tables loaded
     retrieve = getattr(index, "retrieve", None)
@@ -360,6 +369,7 @@ def score_result(r: QuestionResult, k: int) -> QuestionResult:
     r.source_hit = any(p["doc_id"] in sources for p in quotes)
     r.retrieval_source_hit = r.retrieved is not None and any(d in sources for d in r.retrieved[:k])
     r.highlight_hit = bool(quotes) and bool(answers) and contains_answer(quotes[0]["highlighted"], answers)
+    r.phrase_hit = bool(quotes) and bool(answers) and contains_answer(quotes[0].get("answer_text", quotes[0]["highlighted"]), answers)
     return r
 
 
@@ -395,6 +405,7 @@ def compute_metrics(results: Sequence[QuestionResult], k: int = 5, mode: str | N
     has_retrieval = any(r.retrieved is not None for r in with_sources)
     m["retrieval_source_recall_at_k"] = _ratio(sum(r.retrieval_source_hit for r in with_sources), len(with_sources)) if has_retrieval else None
     m["highlight_accuracy"] = _ratio(sum(r.highlight_hit for r in answerable), n)
+    m["answer_phrase_accuracy"] = _ratio(sum(r.phrase_hit for r in answerable), n)
     m["abstained"] = len(abstained)
     m["abstention_precision"] = _ratio(sum(1 for r in abstained if not r.item.answerable), len(abstained))
     m["abstention_recall"] = _ratio(sum(1 for r in unanswerable if r.abstained), len(unanswerable))
@@ -433,7 +444,10 @@ def failures(results: Sequence[QuestionResult]) -> list[dict]:
             "answer_rank": r.rank,
             "source_in_quotes": r.source_hit,
             "retrieved_doc_ids": r.retrieved,
-            "returned": [{"doc_id": p["doc_id"], "title": p["title"], "highlighted": p["highlighted"], "score": p["score"], "text": p["text"]} for p in r.passages],
+            "returned": [
+                {"doc_id": p["doc_id"], "title": p["title"], "highlighted": p["highlighted"], "answer_text": p.get("answer_text"), "score": p["score"], "text": p["text"]}
+                for p in r.passages
+            ],
         })
     return out
 
@@ -474,6 +488,8 @@ def format_metrics(m: dict, title: str = "") -> str:
     if m.get("retrieval_source_recall_at_k") is not None:
         rows.append(label(f"Quelle im Retrieval / retrieval recall@{k}") + _pc(m["retrieval_source_recall_at_k"]))
     rows.append(label("Hervorhebung / highlight accuracy") + f"{_pc(m['highlight_accuracy'])} {_count(m['highlight_accuracy'], n)}")
+    if m.get("answer_phrase_accuracy") is not None and m["answer_phrase_accuracy"] != m["highlight_accuracy"]:
+        rows.append(label("Antwortphrase / answer phrase accuracy") + f"{_pc(m['answer_phrase_accuracy'])} {_count(m['answer_phrase_accuracy'], n)}")
     rows.append(label("Enthaltung / abstention precision") + f"{_pc(m['abstention_precision'])} ({m['abstained']} enthalten/abstained)")
     rows.append(label("Enthaltung / abstention recall") + f"{_pc(m['abstention_recall'])} {_count(m['abstention_recall'], m['unanswerable'])}")
     rows.append(label("fälschlich enthalten / wrongly abstained") + f"{m['wrongly_abstained']} ({_pc(m['wrongly_abstained_rate']).strip()} der beantwortbaren/of answerable)")

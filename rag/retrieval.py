@@ -25,20 +25,28 @@ class Passage:
     start: int
     end: int
     score: float
-    highlight: tuple[int, int] | None = None  # (start, end) inside `text`
+    highlight: tuple[int, int] | None = None  # the answering sentence: (start, end) inside `text`
+    phrase: tuple[int, int] | None = None  # the answering phrase inside that sentence, when one is typed
     url: str | None = None
     chunk_ids: tuple[int, ...] = field(default=(), repr=False)
 
     @property
     def highlighted(self) -> str:
-        """The highlighted phrase itself (empty without a highlight)."""
+        """The highlighted sentence itself (empty without a highlight)."""
         return self.text[self.highlight[0] : self.highlight[1]] if self.highlight else ""
+
+    @property
+    def answer_text(self) -> str:
+        """The answering phrase when one was found, else the highlighted sentence."""
+        return self.text[self.phrase[0] : self.phrase[1]] if self.phrase else self.highlighted
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["chunk_ids"] = list(self.chunk_ids)
         d["highlight"] = list(self.highlight) if self.highlight else None
+        d["phrase"] = list(self.phrase) if self.phrase else None
         d["highlighted"] = self.highlighted
+        d["answer_text"] = self.answer_text
         return d
 
 

@@ -38,7 +38,7 @@ from .errors import IndexCorruptError, IndexLockedError, IndexNotFoundError, Rag
 FORMAT_VERSION = 1
 # Bump when chunk_document's behaviour changes, so old indexes are rebuilt.
 CHUNKER_VERSION = 1
-EMBED_BATCH = 64
+EMBED_BATCH = 32  # small enough that a question waiting for the shared model waits briefly
 SENTENCE_CACHE = 20_000  # memoised sentence vectors per loaded index (~30 MB at 384 dims)
 KEEP_VERSIONS = 2  # the current one and its predecessor (a reader may still be opening it)
 
@@ -191,7 +191,7 @@ class Index:
         self._embedder = embedder
         self.last_build: BuildSummary | None = None
         self._query_cache: dict[str, np.ndarray] = {}
-        self._sentence_cache: dict[str, np.ndarray] = {}
+        self._sentence_vectors: dict[str, np.ndarray] = {}
         self._sentence_lock = threading.Lock()
         self._load_tables()
         self._load_vectors()
@@ -265,15 +265,15 @@ class Index:
         """Passage embeddings of answer-candidate sentences, memoised: the same passages come up
         for related questions, and embedding them is most of an answer's time."""
         with self._sentence_lock:
-            known = {t: self._sentence_cache[t] for t in set(texts) if t in self._sentence_cache}
+            known = {t: self._sentence_vectors[t] for t in set(texts) if t in self._sentence_vectors}
         missing = [t for t in dict.fromkeys(texts) if t not in known]
         if missing:
             vecs = self.embedder.embed_passages(missing)
             known.update(zip(missing, vecs))
             with self._sentence_lock:
-                if len(self._sentence_cache) + len(missing) > SENTENCE_CACHE:
-                    self._sentence_cache.clear()
-                self._sentence_cache.update(zip(missing, vecs))
+                if len(self._sentence_vectors) + len(missing) > SENTENCE_CACHE:
+                    self._sentence_vectors.clear()
+                self._sentence_vectors.update(zip(missing, vecs))
         return np.stack([known[t] for t in texts])
 
     def dense_search(self, query: str, n: int) -> list[tuple[int, float]]:
@@ -316,12 +316,14 @@ class Index:
         docs = dict(self.documents)
         for d in documents:
             docs[d.id] = d
-        return _write_version(self.root, list(docs.values()), self.config, self._embedder, CorpusLoad([], [], [], []), progress)
+        with build_lock(self.root):  # serialised with builds like any other writer
+            return _write_version(self.root, list(docs.values()), self.config, self._embedder, CorpusLoad([], [], [], []), progress)
 
     def delete(self, doc_ids: Iterable[str]) -> "Index":
         gone = set(doc_ids)
         docs = [d for i, d in self.documents.items() if i not in gone]
-        return _write_version(self.root, docs, self.config, self._embedder, CorpusLoad([], [], [], []), None)
+        with build_lock(self.root):
+            return _write_version(self.root, docs, self.config, self._embedder, CorpusLoad([], [], [], []), None)
 
     def __len__(self) -> int:
         return len(self.documents)
@@ -708,16 +710,28 @@ def _clean_stale(root: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
     for p in root.glob(".CURRENT.*"):
         p.unlink(missing_ok=True)
+    try:
+        _clean_old_versions(root)
+    except RagError:  # an unreadable CURRENT: the build replaces it and cleans up afterwards
+        pass
+
+
+def _created(p: Path) -> int:
+    """The creation time in a version folder's name (v-<time_ns>-<rand>); -1 for other names."""
+    part = p.name.split("-")[1]
+    return int(part) if part.isdigit() else -1
 
 
 def _clean_old_versions(root: Path) -> None:
+    """Keep the current version and its predecessor (a reader may still be opening it); remove
+    older ones and versions newer than the current one, which killed builds renamed but never
+    switched to (only called under the build lock, so no build is writing one)."""
     current = _current_version(root)
-
-    def created(p: Path) -> int:  # v-<time_ns>-<rand>; a stray folder of another name sorts first
-        part = p.name.split("-")[1]
-        return int(part) if part.isdigit() else -1
-
-    versions = sorted((p for p in root.glob("v-*") if p.is_dir()), key=created)
-    old = [p for p in versions if p != current][: max(0, len(versions) - KEEP_VERSIONS)]
-    for p in old:
-        shutil.rmtree(p, ignore_errors=True)
+    if current is None or not current.is_dir():
+        return
+    versions = sorted((p for p in root.glob("v-*") if p.is_dir()), key=_created)
+    older = [p for p in versions if p != current and _created(p) < _created(current)]
+    keep = {current, *older[len(older) - (KEEP_VERSIONS - 1) :]} if KEEP_VERSIONS > 1 else {current}
+    for p in versions:
+        if p not in keep:
+            shutil.rmtree(p, ignore_errors=True)

@@ -93,6 +93,8 @@ def test_answer_offsets_and_highlight_are_consistent(fake_seed_index):
         assert fake_seed_index.documents[p.doc_id].text[p.start : p.end] == p.text
         a, b = p.highlight
         assert 0 <= a < b <= len(p.text)
+        if p.phrase:
+            assert a <= p.phrase[0] < p.phrase[1] <= b
         assert len(p.text) <= fake_seed_index.config.max_quote_chars
 
 

@@ -338,3 +338,18 @@ def test_run_eval_end_to_end_with_fake_embedder(tmp_path):
     assert any("Fehlschläge" in n for n in notes) and fails.exists()
     table = run_eval(qa, distractors=csv_path, distractors_limit=1, cache_dir=tmp_path / "cache", embedder=FakeEmbedder())
     assert "xquad-mini.json" in table and "top-1" in table
+
+
+def test_answer_phrase_is_scored_apart_from_the_highlighted_sentence():
+    from types import SimpleNamespace
+
+    sentence = "Die Panthers gaben nur 308 Punkte ab."
+    # highlight = the whole sentence (holds the answer); the answering phrase inside it is wrong
+    p = SimpleNamespace(text=sentence, doc_id="a", title="a", highlighted=sentence, answer_text="Panthers", score=1.0, start=0, end=len(sentence))
+    idx = StubIndex({"Wie viele Punkte?": Answer("Wie viele Punkte?", [p], False, 0.9)})
+    item = QAItem("p1", "Wie viele Punkte?", ["308"], ["a"])
+    m = evaluate([item], idx, k=5)
+    assert m["highlight_accuracy"] == 1.0 and m["answer_phrase_accuracy"] == 0.0
+    assert "answer phrase" in format_metrics(m)
+    rec = failures(run_questions([item], idx, k=5))
+    assert rec[0]["reasons"] == ["answer_phrase_miss"] and rec[0]["returned"][0]["answer_text"] == "Panthers"

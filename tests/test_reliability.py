@@ -17,9 +17,7 @@ import random
 import shutil
 import signal
 import socket
-import subprocess
 import sys
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -204,6 +202,18 @@ def test_hostile_questions_are_answered_or_rejected_clearly(fake_idx, name):
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before and len(fake_idx.documents) == 3
 
 
+def test_article_whose_text_is_its_own_id_can_be_quoted(tmp_path):
+    # Regression: answer.py's per-article sentence cache and Index's sentence-vector cache shared
+    # one dict, so an article "Wahl.txt" containing just "Wahl" crashed every question (ValueError).
+    corpus = write_corpus(tmp_path / "corpus", {"Wahl.txt": "Wahl", "b.txt": "Die Wahl in Wien fand am Sonntag statt."})
+    build_index(corpus, tmp_path / "idx", embedder=FakeEmbedder())
+    idx = load_index(tmp_path / "idx", PLUMBING, embedder=FakeEmbedder())
+    for question in ("Wahl", "Wahl in Wien", "Wahl"):
+        ans = idx.answer(question, k=2)
+        assert {p.doc_id for p in ans.passages} == {"Wahl", "b"}
+        assert_consistent(idx, ans.passages)
+
+
 def test_html_in_questions_and_articles_is_escaped_in_the_ui(tmp_path):
     from ui import render
     from ui.app import RagService
@@ -245,13 +255,11 @@ def test_fuzz_questions_only_rag_errors_and_consistent_offsets(fake_idx, questio
 # ================================================================ crashes
 
 
-CHILD = textwrap.dedent(
-    """
-    import sys, time
-    sys.path.insert(0, {tests!r})
-    from fakes import FakeEmbedder
+def _child_main(conn, index: str, slow_s: float, delay: float) -> None:
+    """A build process: reports its steps through `conn`, builds the corpus it is sent."""
+    import contextlib
+
     import rag.store as store
-    store.bm25_tokenize(["warm"])  # imports done before the parent starts the clock
 
     def slow(fn, seconds):  # a slow disk: widens the windows between the steps of the write phase
         def wrapper(*a, **k):
@@ -261,73 +269,100 @@ CHILD = textwrap.dedent(
 
     def marked(fn, tag):
         def wrapper(*a, **k):
-            print(tag, time.time(), flush=True)
+            conn.send((tag, time.time()))
             return fn(*a, **k)
         return wrapper
 
-    store._fsync_tree = slow(store._fsync_tree, {slow_s})
-    store._fsync_dir = slow(store._fsync_dir, {slow_s} / 2)
-    store._write_files = marked(store._write_files, "write")
-    store._switch_current = marked(store._switch_current, "switch")
     real_lock = store.build_lock
 
-    import contextlib
     @contextlib.contextmanager
     def lock(*a, **k):
         with real_lock(*a, **k):
-            print("locked", time.time(), flush=True)
+            conn.send(("locked", time.time()))
             try:
                 yield
             finally:
-                print("unlocked", time.time(), flush=True)
+                conn.send(("unlocked", time.time()))
+
+    store._fsync_tree = slow(store._fsync_tree, slow_s)
+    store._fsync_dir = slow(store._fsync_dir, slow_s / 2)
+    store._write_files = marked(store._write_files, "write")
+    store._switch_current = marked(store._switch_current, "switch")
     store.build_lock = lock
-    print("ready", flush=True)
-    corpus = sys.stdin.readline().strip()
-    store.build_index(corpus, {index!r}, embedder=FakeEmbedder(delay={delay}))
-    print("done", time.time(), flush=True)
-    """
-)
+    conn.send(("ready", time.time()))
+    corpus = conn.recv()
+    store.build_index(corpus, index, embedder=FakeEmbedder(delay=delay))
+    conn.send(("done", time.time()))
+
+
+_MP = None
+
+
+def _mp():
+    """Build processes are forked from a fork server that has imported everything once (a fresh
+    interpreter per process would cost a second each; forking the test process itself is unsafe
+    once it has threads)."""
+    global _MP
+    if _MP is None:
+        import multiprocessing
+
+        _MP = multiprocessing.get_context("forkserver")
+        _MP.set_forkserver_preload(["rag.store", "faiss", "bm25s", "Stemmer", "numpy", "fakes", __name__])
+    return _MP
 
 
 class Child:
-    """A build process that has finished importing and waits for the corpus to build."""
+    """A separate build process on `index` that waits for the corpus to build."""
 
     def __init__(self, index: Path, slow_s: float = 0.0, delay: float = 0.0):
-        script = CHILD.format(tests=str(TESTS), index=str(index), slow_s=slow_s, delay=delay)
-        self.proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
+        ctx = _mp()
+        self.conn, child_conn = ctx.Pipe()
+        self.proc = ctx.Process(target=_child_main, args=(child_conn, str(index), slow_s, delay), daemon=True)
+        self.proc.start()
+        child_conn.close()
+        self.events: list[tuple[str, float]] = []
         self.go_time = 0.0
 
-    def wait_for(self, tag: str) -> list[str]:
+    @property
+    def seen(self) -> list[str]:
+        return [tag for tag, _ in self.events]
+
+    def wait_for(self, tag: str) -> float:
         while True:
-            line = self.proc.stdout.readline()
-            assert line, f"child ended before {tag!r}: {self.lines}"
-            self.lines.append(line.strip())
-            if line.startswith(tag):
-                return line.split()
+            if not self.conn.poll(60):
+                raise AssertionError(f"no {tag!r} from the build process: {self.events}")
+            try:
+                event = self.conn.recv()
+            except EOFError:
+                raise AssertionError(f"build process ended before {tag!r}: {self.events}") from None
+            self.events.append(event)
+            if event[0] == tag:
+                return event[1]
 
     def go(self, corpus: Path) -> None:
-        if "ready" not in self.lines:
+        if "ready" not in self.seen:
             self.wait_for("ready")
         self.go_time = time.time()
-        self.proc.stdin.write(f"{corpus}\n")
-        self.proc.stdin.flush()
+        self.conn.send(str(corpus))
 
     def kill(self) -> list[str]:
-        self.proc.send_signal(signal.SIGKILL)
-        rest = self.proc.stdout.read()
-        self.proc.wait()
-        self.lines += rest.split("\n")
-        return [ln.split()[0] for ln in self.lines if ln.strip()]
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.join(10)
+        while self.conn.poll(0):
+            try:
+                self.events.append(self.conn.recv())
+            except (EOFError, OSError):
+                break
+        return self.seen
 
     def finish(self) -> int:
-        out, _ = self.proc.communicate(timeout=60)
-        self.lines += out.split("\n")
-        return self.proc.returncode
+        self.wait_for("done")
+        self.proc.join(30)
+        return self.proc.exitcode
 
 
 def _two_corpora(tmp_path: Path) -> tuple[Path, Path, list[str]]:
-    """Corpus A (60 articles of distinct words) and B (5 removed, 5 changed, 5 added)."""
+    """Corpus A (40 articles of random words) and B (5 removed, 5 changed, 5 added)."""
     rng = random.Random(7)
     words = [f"{rng.choice('bdfgklmnprst')}{rng.choice('aeiou')}{rng.choice('lmnrst')}{i}" for i in range(3000)]
 
@@ -335,7 +370,7 @@ def _two_corpora(tmp_path: Path) -> tuple[Path, Path, list[str]]:
         r = random.Random(seed)
         return f"# Artikel {seed}\n\n" + "\n\n".join(" ".join(r.sample(words, 12)).capitalize() + "." for _ in range(25))
 
-    a = {f"a{i:02d}.md": article(i) for i in range(60)}
+    a = {f"a{i:02d}.md": article(i) for i in range(40)}
     b = {k: v for k, v in a.items() if k not in {f"a{i:02d}.md" for i in range(5)}}
     b.update({f"a{i:02d}.md": article(1000 + i) for i in range(5, 10)})
     b.update({f"b{i:02d}.md": article(2000 + i) for i in range(5)})
@@ -348,39 +383,32 @@ def test_kill_during_write_and_switch_phase_keeps_old_or_new_version(tmp_path):
     on one index, each build toggling between two corpora: every time, the index loads and
     answers exactly like the old or like the new version."""
     corpus_a, corpus_b, questions = _two_corpora(tmp_path)
-    ref = {}
-    for name, corpus in (("A", corpus_a), ("B", corpus_b)):
-        build_index(corpus, tmp_path / f"ref{name}", embedder=FakeEmbedder())
-        ref[name] = signature(load_index(tmp_path / f"ref{name}", embedder=FakeEmbedder()), questions)
-    assert ref["A"] != ref["B"]
     root = tmp_path / "idx"
-    build_index(corpus_a, root, embedder=FakeEmbedder())
+    ref = {"A": signature(build_index(corpus_a, root, embedder=FakeEmbedder()), questions)}
     # Calibrate: how long the write phase takes here, from `_write_files` to the end of the build.
     child = Child(root, slow_s=0.06)
     child.go(corpus_b)
-    t_write = float(child.wait_for("write")[1])
-    t_done = float(child.wait_for("done")[1])
-    assert child.finish() == 0
+    t_write = child.wait_for("write")
+    t_done = child.wait_for("done")
+    child.proc.join(30)
     phase = max(0.05, t_done - t_write)
+    ref["B"] = signature(load_index(root, embedder=FakeEmbedder()), questions)
+    assert ref["A"] != ref["B"]
     state, rng = "B", random.Random(20240601)
     outcomes = []
-    nxt = Child(root, slow_s=0.06)
     for _ in range(8):
-        child, nxt = nxt, None
         target = "A" if state == "B" else "B"
+        child = Child(root, slow_s=0.06)
         child.go(corpus_a if target == "A" else corpus_b)
         child.wait_for("write")
         time.sleep(rng.uniform(0, phase))
         seen = child.kill()
-        nxt = Child(root, slow_s=0.06)  # imports while this try is checked
         got = signature(load_index(root, embedder=FakeEmbedder()), questions)
-        assert got in (ref[state], ref[target]), f"neither old nor new version after kill at {seen}"
+        assert got in (ref[state], ref[target]), f"neither old nor new version after a kill at {seen}"
         state = target if got == ref[target] else state
-        outcomes.append(("switch" in seen, "done" in seen, state == target))
-    nxt.proc.kill()
-    nxt.proc.wait()
-    mid = [o for o in outcomes if not o[1]]
-    assert len(mid) >= 2, outcomes  # most kills landed inside the write phase
+        outcomes.append((seen[-1], "new" if state == target else "old"))
+    # Most kills must have landed inside the write phase (before the build finished).
+    assert sum(last != "done" for last, _ in outcomes) >= 4, outcomes
     # The next build clears what the killed ones left behind.
     final = build_index(corpus_a, root, embedder=FakeEmbedder())
     assert signature(final, questions) == ref["A"]
@@ -399,7 +427,7 @@ def test_two_build_processes_serialise_on_the_lock(tmp_path):
     assert first.finish() == 0 and second.finish() == 0
     spans = []
     for child, corpus in ((first, "B"), (second, "A")):
-        times = {ln.split()[0]: float(ln.split()[1]) for ln in child.lines if ln.split() and ln.split()[0] in ("locked", "unlocked")}
+        times = dict(child.events)
         spans.append((times["locked"], times["unlocked"], corpus))
     spans.sort()
     assert spans[0][1] <= spans[1][0], spans  # one after the other, never at once
@@ -495,6 +523,25 @@ def test_corrupt_index_gives_one_line_error_and_rag_build_repairs(pristine, tmp_
     assert json.loads(asked.stdout)["question"] == "Derby Rapid Wien"
 
 
+def test_leftovers_of_killed_builds_are_removed_even_by_a_build_without_changes(pristine, tmp_path):
+    corpus, original, expected = pristine
+    root = tmp_path / "idx"
+    shutil.copytree(original, root)
+    current = root / (root / "CURRENT").read_text().strip()
+    stamp = int(current.name.split("-")[1])
+    older = root / f"v-{stamp - 2}-aaaaaa"  # the predecessor: kept for readers still opening it
+    oldest = root / f"v-{stamp - 5}-bbbbbb"
+    orphan = root / f"v-{stamp + 7}-cccccc"  # renamed by a build killed before it switched CURRENT
+    for p in (older, oldest, orphan):
+        shutil.copytree(current, p)
+    (root / ".tmp-0123").mkdir()
+    (root / ".CURRENT.0123").write_text("v-1")
+    idx = build_index(corpus, root, embedder=FakeEmbedder())
+    assert not idx.last_build.wrote  # nothing changed ...
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith((".tmp", ".CURRENT", "v-"))) == sorted([older.name, current.name])
+    assert signature(load_index(root, embedder=FakeEmbedder())) == expected
+
+
 def test_stray_folders_in_the_index_do_not_break_builds(pristine, tmp_path):
     corpus, original, expected = pristine
     root = tmp_path / "idx"
@@ -585,6 +632,23 @@ def test_memory_stays_bounded_over_repeated_questions(fake_idx):
     for i in range(1000):
         fake_idx.query_vector(f"Frage {i}")
     assert len(fake_idx._query_cache) <= 257
+
+
+def test_sentence_vector_cache_is_bounded(tmp_path, monkeypatch):
+    import rag.store
+
+    corpus_a, _, _ = _two_corpora(tmp_path)
+    build_index(corpus_a, tmp_path / "idx", embedder=FakeEmbedder())
+    fake = FakeEmbedder()
+    idx = load_index(tmp_path / "idx", PLUMBING, embedder=fake)
+    monkeypatch.setattr(rag.store, "SENTENCE_CACHE", 50)
+    words = sorted({w for d in idx.documents.values() for w in d.text.split()[3:]})
+    largest = 0
+    for i in range(40):
+        idx.answer(" ".join(words[i * 7 : i * 7 + 4]))
+        largest = max(largest, len(idx._sentence_vectors))
+    assert fake.embedded > 200  # far more sentences went through the cache than it may hold
+    assert largest <= 50 + 100  # the limit plus one answer's candidate sentences
 
 
 # ================================================================ web

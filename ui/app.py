@@ -268,6 +268,8 @@ CSS = """
 .rag-phrase { font-size: 1.15rem; margin: .25rem 0 .4rem; overflow-wrap: anywhere; }
 .rag-phrase mark { font-weight: 700; }
 mark { background: #ffe066; color: #111; padding: 0 .12em; border-radius: 3px; }
+.rag-quote mark { background: #fff3bf; }
+.rag-quote mark .rag-ans { background: #ffd43b; font-weight: 700; border-radius: 3px; }
 .rag-agreement { font-size: .95rem; padding: .35rem .6rem; border-radius: 6px; margin: .25rem 0 .5rem; overflow-wrap: anywhere; }
 .rag-agree { background: #e6f4ea; color: #1e5631; }
 .rag-disagree { background: #fff4e5; color: #7a4a00; }

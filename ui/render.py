@@ -102,7 +102,11 @@ def render_quote(passage: Mapping, number: int, content_hash: str | None = None)
     """One quote card: the verbatim passage (answer phrase in <mark>), then its source line."""
     text = passage["text"]
     hl = passage.get("highlight")
-    body = mark_spans(text, [(hl[0], hl[1], "<mark>")] if hl else [])
+    ph = passage.get("phrase")
+    spans = [(hl[0], hl[1], "<mark>")] if hl else []
+    if ph:
+        spans.append((ph[0], ph[1], '<strong class="rag-ans">'))
+    body = mark_spans(text, spans)
     url = safe_url(passage.get("url"))
     link = f' · <a href="{esc(url)}" target="_blank" rel="noopener noreferrer">Originalquelle</a>' if url else ""
     return (
