@@ -150,9 +150,11 @@ def _clean_str(value: Any) -> str | None:
 
 def make_title(text: str) -> str:
     """The first real sentence (≥ 5 words, else the first), shortened at a word to ~80 chars with '…'."""
-    from .chunking import split_sentences
+    from .chunking import SENTENCE_END
 
-    sentences = [" ".join(text[s:e].split()) for s, e in split_sentences(text[:5000])]
+    # The regex sentence splitter, not pysbd: titles are made for every article on every build.
+    head = text[:800]
+    sentences = [" ".join(p.split()) for p in re.split(SENTENCE_END, head) if p.strip()]
     if not sentences:
         return ""
     title = next((s for s in sentences if len(s.split()) >= 5), sentences[0])

@@ -11,13 +11,11 @@ from __future__ import annotations
 import hashlib
 import html as _html
 import json
-import math
 import os
 import random
 import shutil
 import signal
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -439,6 +437,32 @@ def test_two_build_processes_serialise_on_the_lock(tmp_path):
     assert signature(idx, questions) == signature(load_index(ref_root, embedder=FakeEmbedder()), questions)
 
 
+def test_upsert_and_delete_wait_for_a_running_build(tmp_path):
+    from rag.corpus import Document
+    from rag.store import build_lock
+
+    corpus = write_corpus(tmp_path / "corpus", ARTICLES)
+    idx = build_index(corpus, tmp_path / "idx", embedder=FakeEmbedder())
+    held, released = threading.Event(), []
+
+    def other_writer():
+        with build_lock(tmp_path / "idx"):
+            held.set()
+            time.sleep(0.4)
+            released.append(time.monotonic())
+
+    t = threading.Thread(target=other_writer)
+    t.start()
+    held.wait(10)
+    bigger = idx.upsert([Document(id="neu", text="Die ÖBB kündigten einen Streik an.", title="Streik", date=None, source="neu.txt")])
+    done = time.monotonic()
+    t.join()
+    assert released and done >= released[0]  # it waited for the lock
+    smaller = bigger.delete(["neu"])
+    assert "neu" in bigger.documents and "neu" not in smaller.documents
+    assert load_index(tmp_path / "idx", embedder=FakeEmbedder()).version_dir == smaller.version_dir
+
+
 # ================================================================ corruption
 
 
@@ -446,6 +470,14 @@ def _flip_middle(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def _sub_bytes(path: Path, pattern: bytes, repl: bytes) -> None:
+    import re
+
+    data, n = re.subn(pattern, repl, path.read_bytes(), count=1)
+    assert n == 1
+    path.write_bytes(data)
 
 
 def _edit_manifest(version: Path, change) -> None:
@@ -464,11 +496,15 @@ DAMAGE = {
     "bm25_file_missing": (lambda root, v: (v / "bm25" / "params.index.json").unlink(), "bm25"),
     "manifest_byte": (lambda root, v: _flip_middle(v / "manifest.json"), "manifest"),
     "manifest_key_missing": (lambda root, v: _edit_manifest(v, lambda m: m.pop("model")), "manifest"),
+    # Valid JSON, right types, only a number changed: caught by the manifest's own checksum
+    # (else the next incremental build would hand out chunk ids that are already taken).
+    "manifest_value_altered": (lambda root, v: _sub_bytes(v / "manifest.json", rb'"next_chunk_id": \d+', rb'"next_chunk_id": 1'), "manifest"),
     "manifest_not_object": (lambda root, v: (v / "manifest.json").write_text("[1, 2]"), "manifest"),
     "other_model": (lambda root, v: _edit_manifest(v, lambda m: m["model"].update(fingerprint="andere@1")), "Modell"),
     "other_format": (lambda root, v: _edit_manifest(v, lambda m: m.update(format_version=2)), "Format"),
     "current_missing_folder": (lambda root, v: (root / "CURRENT").write_text("v-1-gone"), "manifest"),
     "current_garbage_bytes": (lambda root, v: (root / "CURRENT").write_bytes(b"\xff\xfe\x00\x9c" * 100), "CURRENT"),
+    "current_overlong": (lambda root, v: (root / "CURRENT").write_text("v-" + "a" * 5000), "CURRENT"),
     "current_garbage_text": (lambda root, v: (root / "CURRENT").write_text("../../etc\nv-x"), "CURRENT"),
     "version_folder_gone": (lambda root, v: shutil.rmtree(v), "manifest"),
 }
