@@ -10,7 +10,9 @@ questions are XQuAD-de's. Every system sees the same texts:
 - Haystack 2 (haystack-ai) gets rag's chunks as Documents: InMemoryDocumentStore,
   SentenceTransformers document/text embedders on the same local model folder, BM25 and embedding
   retrievers (top 50 each, like rag's candidates) joined by reciprocal rank fusion;
-- txtai gets the same chunks: Embeddings(path=<model folder>, hybrid=True, content=True).
+- txtai gets the same chunks: Embeddings(path=<model folder>, hybrid=True, content=True);
+- rag-onnx is rag with RAG_EMBED_BACKEND=onnx-int8 (the ONNX Runtime int8 encoder, exported once
+  beforehand into the cache, so the export is not in the build time).
 
 All use multilingual-e5-small with the prompts "passage: " / "query: ". Each system runs in its
 own process (rag in the project's virtualenv, the peers in bench/.venv-peers): the build time runs
@@ -165,13 +167,13 @@ def worker_txtai(data: dict, work: Path) -> dict:
     return {"build_s": build_s, "embedded": len(data["chunks"]), "top1": tops, "wall_ms": wall, "cpu_ms": cpu, "rss_mb": _rss_mb()}
 
 
-WORKERS = {"rag": worker_rag, "haystack": worker_haystack, "txtai": worker_txtai}
+WORKERS = {"rag": worker_rag, "rag-onnx": worker_rag, "haystack": worker_haystack, "txtai": worker_txtai}
 
 
 def _versions(system: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    names = {"rag": ["torch", "faiss-cpu", "bm25s"], "haystack": ["haystack-ai", "sentence-transformers", "torch"],
+    names = {"rag": ["torch", "faiss-cpu", "bm25s"], "rag-onnx": ["onnxruntime", "faiss-cpu", "bm25s"], "haystack": ["haystack-ai", "sentence-transformers", "torch"],
              "txtai": ["txtai", "sentence-transformers", "torch", "faiss-cpu"]}[system]
     out = []
     for n in names:
@@ -186,6 +188,8 @@ def run_worker(system: str, data_path: Path, out_path: Path) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if system == "rag-onnx":  # the same rag with its ONNX Runtime int8 encoder (exported beforehand)
+        os.environ["RAG_EMBED_BACKEND"] = "onnx-int8"
     data = json.loads(data_path.read_text(encoding="utf-8"))
     with tempfile.TemporaryDirectory(prefix=f"peers-{system}-") as work:
         result = WORKERS[system](data, Path(work))
@@ -237,7 +241,7 @@ def score(tops: list[str], items) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--peers-python", default=str(HERE / ".venv-peers" / "bin" / "python"), help="interpreter with haystack-ai and txtai")
-    ap.add_argument("--systems", default="rag,haystack,txtai")
+    ap.add_argument("--systems", default="rag,rag-onnx,haystack,txtai")
     ap.add_argument("--qa", default=str(SHARED / "eval" / "xquad-de-dev.json"))
     ap.add_argument("--distractors", default=str(SHARED / "data" / "10kGNAD-test.csv"))
     ap.add_argument("--limit", type=int, default=300, help="distractor articles")
@@ -259,7 +263,7 @@ def main(argv=None) -> int:
         data_path = Path(tmp) / "data.json"
         data_path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
         for system in systems:
-            python = sys.executable if system == "rag" else args.peers_python
+            python = sys.executable if system.startswith("rag") else args.peers_python
             out_path = Path(tmp) / f"{system}.json"
             print(f"{system} …", file=sys.stderr, flush=True)
             t = time.perf_counter()
@@ -279,7 +283,7 @@ def main(argv=None) -> int:
                 "process_s": time.perf_counter() - t,
                 "versions": r["versions"],
             }
-            if system == "rag":
+            if system.startswith("rag"):
                 row["retrieve_top1"] = score(r["retrieve_top1"], items)
                 row["answer_top1"] = score(r["answer_top1"], [items[i] for i in data["answer_indices"]])
                 row["retrieve_top1_same_subset"] = score([r["retrieve_top1"][i] for i in data["answer_indices"]], [items[i] for i in data["answer_indices"]])
@@ -299,14 +303,14 @@ def main(argv=None) -> int:
     for name, r in results.items():
         print(f"{name:<10} {r['build_s']:9.1f} {r['passages_per_s']:9.1f} {r['query_p50_ms']:8.1f} {r['query_p95_ms']:8.1f} "
               f"{r['query_p50_cpu_ms']:10.1f} {100 * r['top1']:6.1f}% {r['rss_mb']:7.0f}")
-    if "rag" in results:
-        r = results["rag"]
-        print(f"rag: top-1 passage of retrieve {100 * r['retrieve_top1']:.1f} %, first answer quote "
+    for rag_name in [n for n in results if n.startswith("rag")]:
+        r = results[rag_name]
+        print(f"{rag_name}: top-1 passage of retrieve {100 * r['retrieve_top1']:.1f} %, first answer quote "
               f"{100 * r['answer_top1']:.1f} % on {r['answer_questions']} questions spread over the set "
               f"(top-1 passage on those: {100 * r['retrieve_top1_same_subset']:.1f} %)")
         for name, p in results.items():
-            if name != "rag":
-                print(f"rag vs {name}: query latency ×{p['query_p50_ms'] / r['query_p50_ms']:.1f} lower "
+            if not name.startswith("rag"):
+                print(f"{rag_name} vs {name}: query latency ×{p['query_p50_ms'] / r['query_p50_ms']:.1f} lower "
                       f"(CPU ×{p['query_p50_cpu_ms'] / r['query_p50_cpu_ms']:.1f}), build ×{p['build_s'] / r['build_s']:.2f} faster")
     for name, r in results.items():
         print(f"{name}: {r['versions']}")

@@ -55,19 +55,30 @@ def build(corpus: Path = CORPUS, index: Path = INDEX, model: Optional[str] = typ
 
 
 def format_answer(ans, color: bool) -> str:
-    """Terminal rendering: the answer, the agreement line, each quote in „…“ with its source line."""
-    bold = (lambda s: typer.style(s, bold=True, fg="yellow")) if color else (lambda s: f"**{s}**")
-    lines = []
+    """Terminal rendering: the answer, the agreement line, each quote in „…“ with its source line;
+    the answering sentence underlined and the answering phrase in bold (** ** without colour)."""
     if ans.abstained:
         return ans.message
-    lines.append(f"Antwort: {bold(ans.phrase)}")
+    if color:
+        strong = lambda s: typer.style(s, bold=True, fg="yellow")  # noqa: E731
+        sentence = lambda s: typer.style(s, underline=True)  # noqa: E731
+    else:
+        strong = lambda s: f"**{s}**"  # noqa: E731
+        sentence = lambda s: s  # noqa: E731
+    lines = [f"Antwort: {strong(ans.phrase)}"]
     if ans.agreement:
         lines.append(ans.agreement.line)
     for i, p in enumerate(ans.passages, 1):
         text = p.text
         if p.highlight:
             a, b = p.highlight
-            text = text[:a] + bold(text[a:b]) + text[b:]
+            inner = text[a:b]
+            if p.phrase:
+                pa, pb = p.phrase[0] - a, p.phrase[1] - a
+                inner = sentence(inner[:pa]) + strong(inner[pa:pb]) + sentence(inner[pb:])
+            else:
+                inner = strong(inner) if not color else sentence(inner)
+            text = text[:a] + inner + text[b:]
         lines.append("")
         lines.append(f"[{i}] „{' '.join(text.split())}“")
         lines.append(f"    — {p.title} · {p.date or 'ohne Datum'} · {p.doc_id} · Zeichen {p.start}–{p.end}")

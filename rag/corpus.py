@@ -154,7 +154,8 @@ def make_title(text: str) -> str:
 
     # The regex sentence splitter, not pysbd: titles are made for every article on every build.
     head = text[:800]
-    sentences = [" ".join(p.split()) for p in re.split(SENTENCE_END, head) if p.strip()]
+    cuts = [0, *(m.end() for m in re.finditer(SENTENCE_END, head)), len(head)]
+    sentences = [" ".join(head[a:b].split()) for a, b in zip(cuts, cuts[1:]) if head[a:b].strip()]
     if not sentences:
         return ""
     title = next((s for s in sentences if len(s.split()) >= 5), sentences[0])

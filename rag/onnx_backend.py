@@ -1,7 +1,7 @@
 """An ONNX Runtime backend for BERT-type sentence-transformers folders (mean pooling), int8 weights.
 
 The same encoder as `embedding._LeanBert` (embeddings, 12 BERT layers, mean pooling, L2 norm) is
-exported once with `torch.onnx.export` and dynamically quantised to int8 (`quantize_dynamic`:
+exported once with `torch.onnx.export` and dynamically quantised to int8 (`quantize_dynamic`, per output channel:
 MatMul weights and the word-embedding table), then cached beside the converted model:
 ``<cache>/onnx/<model fingerprint>-int8.onnx``. Exporting needs torch and the `onnx` package;
 running needs only onnxruntime, numpy and tokenizers.
@@ -49,7 +49,7 @@ def export_int8(model_dir: Path, dest: Path) -> Path:
             self.p = torch.nn.ParameterDict({
                 "word": P(sd["embeddings.word_embeddings.weight"]),
                 "pos": P(sd["embeddings.position_embeddings.weight"]),
-                "type": P(sd["embeddings.token_type_embeddings.weight"][0]),
+                "tok_type": P(sd["embeddings.token_type_embeddings.weight"][0]),
                 "ln_w": P(sd["embeddings.LayerNorm.weight"]), "ln_b": P(sd["embeddings.LayerNorm.bias"]),
             })
             for i in range(NL):
@@ -67,7 +67,7 @@ def export_int8(model_dir: Path, dest: Path) -> Path:
         def forward(self, input_ids, attention_mask):
             p = self.p
             B, L = input_ids.shape
-            x = p["word"][input_ids] + p["pos"][:L] + p["type"]
+            x = p["word"][input_ids] + p["pos"][:L] + p["tok_type"]
             x = F.layer_norm(x, (H,), p["ln_w"], p["ln_b"], eps)
             mf = attention_mask.to(x.dtype)
             bias = ((1.0 - mf) * -1e4)[:, None, None, :]
@@ -95,7 +95,7 @@ def export_int8(model_dir: Path, dest: Path) -> Path:
                 dynamic_axes={"input_ids": {0: "b", 1: "l"}, "attention_mask": {0: "b", 1: "l"}, "embedding": {0: "b"}},
             )
         q = Path(tmp) / "model-int8.onnx"
-        quantize_dynamic(str(fp32), str(q), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(fp32), str(q), weight_type=QuantType.QInt8, per_channel=True)
         os.replace(q, dest)
     return dest
 
@@ -126,6 +126,8 @@ class OnnxBert:
         so.intra_op_num_threads = threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or (os.cpu_count() or 1)
         so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No spinning between ops: on a busy machine a spinning thread steals the core its partner needs.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
         except Exception as e:
