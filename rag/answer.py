@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from .retrieval import Passage, _allowed, clean_question, diversify, make_passage, merge_spans, rank_chunks
+from .retrieval import Passage, _allowed, cap_per_article, clean_question, diversify, make_passage, merge_spans, rank_chunks
 
 if TYPE_CHECKING:
     from .store import Index
@@ -184,6 +184,7 @@ class _Cand:
     start: int  # sentence span in the document
     end: int
     prior: float  # retrieval score of its passage, scaled to [0, 1]
+    lead: float = 0.0  # 1 at the start of the article, 0 at its end
     dense: float = 0.0
     lexical: float = 0.0
     typed: bool = False
@@ -201,7 +202,8 @@ def _sentence_candidates(index: "Index", passages: list[Passage]) -> list[_Cand]
             if e <= p.start or s >= p.end or (p.doc_id, s) in seen:
                 continue
             seen.add((p.doc_id, s))
-            cands.append(_Cand(p.doc_id, s, e, prior=p.score / top, chunk_ids=p.chunk_ids))
+            lead = 1.0 - s / max(1, len(text))
+            cands.append(_Cand(p.doc_id, s, e, prior=p.score / top, lead=lead, chunk_ids=p.chunk_ids))
     return cands
 
 
@@ -234,6 +236,7 @@ def _score_sentences(index: "Index", question: str, cands: list[_Cand], kind: st
             + cfg.lexical_weight * c.lexical
             + cfg.typed_weight * c.typed
             + cfg.prior_weight * c.prior
+            + cfg.lead_weight * c.lead
         )
 
 
@@ -336,7 +339,7 @@ def answer(
     q = clean_question(question, cfg.max_question_chars)
     allowed = _allowed(index, doc_ids, date_from, date_to)
     ranked = rank_chunks(index, q, mode=mode, allowed=allowed)
-    pool = merge_spans(index, ranked)[: cfg.answer_pool]
+    pool = cap_per_article(merge_spans(index, ranked), cfg.pool_per_article)[: cfg.answer_pool]
     if not pool:
         return Answer(question=q, passages=[], abstained=True, confidence=0.0, message=ABSTAIN_MESSAGE)
 

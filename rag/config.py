@@ -26,11 +26,13 @@ class Config:
     bm25_weight: float = 0.5  # measured on XQuAD-de: RRF with BM25 at half weight beats equal weights and dense alone
     # Answers: sentence score = dense + lexical_weight·overlap + typed_weight·typed + prior_weight·rank prior.
     answer_pool: int = 8  # merged passages whose sentences are ranked
+    pool_per_article: int = 0  # at most this many of them from one article (0 = no cap)
     sentence_context: int = 1  # preceding sentences embedded with each candidate sentence
     typed_highlight: bool = True  # narrow the highlight to a typed phrase (duration, time, number, …)
     lexical_weight: float = 0.3
     typed_weight: float = 0.05
     prior_weight: float = 0.05
+    lead_weight: float = 0.0  # news put the main facts first (inverted pyramid)
     diversity_penalty: float = 0.5
     agreement_margin: float = 0.08
     # On dense + lexical_weight·overlap of the best sentence. Calibrated on the dev data: answerable

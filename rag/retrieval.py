@@ -146,6 +146,20 @@ def make_passage(index: "Index", doc_id: str, start: int, end: int, score: float
     )
 
 
+def cap_per_article(passages: list[Passage], cap: int) -> list[Passage]:
+    """At most `cap` passages per article (0 = no cap), order kept: when several articles answer,
+    a long one must not fill the whole pool of candidates."""
+    if cap <= 0:
+        return list(passages)
+    seen: dict[str, int] = {}
+    out = []
+    for p in passages:
+        seen[p.doc_id] = seen.get(p.doc_id, 0) + 1
+        if seen[p.doc_id] <= cap:
+            out.append(p)
+    return out
+
+
 def diversify(passages: list[Passage], k: int, penalty: float = 0.5) -> list[Passage]:
     """Greedy pick; each further passage from an already chosen article has its score scaled down,
     so one long article does not crowd out the others that also answer."""

@@ -149,3 +149,32 @@ def test_date_and_document_filters(fake_seed_index):
     in_range = idx.retrieve("Biden Putin", k=5, date_from="2021-12", date_to="2021-12")
     assert in_range and all(idx.documents[p.doc_id].date.startswith("2021-12") for p in in_range)
     assert idx.retrieve("Biden Putin", k=5, date_from="2030") == []
+
+
+@pytest.mark.slow
+def test_dev_questions_with_the_real_model(seed_index):
+    """The 20 seed dev questions through the real model: abstain exactly on the unanswerable one,
+    and quote the answer near the top for (almost) all others."""
+    from rag.evaluation import contains_answer, load_jsonl_qa
+
+    from conftest import SHARED
+
+    items = load_jsonl_qa(SHARED / "eval" / "seed-qa.jsonl")
+    top1 = top3 = 0
+    answerable = [i for i in items if i.answers]
+    for item in items:
+        ans = seed_index.answer(item.question, k=3)
+        assert ans.abstained == (not item.answers), item.question
+        if item.answers:
+            top1 += contains_answer(ans.passages[0].text, item.answers)
+            top3 += any(contains_answer(p.text, item.answers) for p in ans.passages)
+    assert top1 / len(answerable) >= 0.85
+    assert top3 / len(answerable) >= 0.9
+
+
+@pytest.mark.slow
+def test_summit_duration_is_answered_with_agreeing_sources(seed_index):
+    ans = seed_index.answer("Wie lange dauerte der Gipfel?", k=3)
+    assert not ans.abstained
+    assert "zwei Stunden" in ans.phrase or "zweistündig" in ans.phrase
+    assert ans.agreement is not None and ans.agreement.agree and len(ans.agreement.phrases) >= 2

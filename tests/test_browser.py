@@ -151,7 +151,8 @@ def test_settings_number_of_quotes_and_mode(page):
     page.get_by_text("Einstellungen").click()
     k = page.locator("#rag-k input[type=number]")
     k.fill("1")
-    k.press("Enter")
+    k.press("Tab")  # the slider takes a typed value when its number field loses focus
+    page.wait_for_function("document.querySelector('#rag-k input[type=range]').value === '1'")
     page.locator("#rag-mode").get_by_text("Bedeutung (dense)").click()
     turn = ask(page, "Wie viele Menschen sind im Konflikt in der Ostukraine bisher gestorben?")
     assert turn.locator(".rag-card").count() == 1
