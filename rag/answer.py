@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from .retrieval import Passage, _allowed, cap_per_article, clean_question, diversify, make_passage, merge_spans, rank_chunks
+from .retrieval import Passage, _allowed, clean_question, diversify, make_passage, merge_spans, rank_chunks
 
 if TYPE_CHECKING:
     from .store import Index
@@ -115,6 +115,10 @@ _STOP_CAPS = {
 }
 
 
+# Kinds whose phrases are rare enough in running text to look for them beyond the candidate pool.
+_SELECTIVE_KINDS = ("duration", "time", "number")
+
+
 def question_type(question: str) -> str | None:
     for pattern, kind in _QTYPES:
         if pattern.search(question):
@@ -184,7 +188,6 @@ class _Cand:
     start: int  # sentence span in the document
     end: int
     prior: float  # retrieval score of its passage, scaled to [0, 1]
-    lead: float = 0.0  # 1 at the start of the article, 0 at its end
     dense: float = 0.0
     lexical: float = 0.0
     typed: bool = False
@@ -192,18 +195,23 @@ class _Cand:
     chunk_ids: tuple[int, ...] = field(default=())
 
 
-def _sentence_candidates(index: "Index", passages: list[Passage]) -> list[_Cand]:
+def _sentence_candidates(
+    index: "Index", passages: list[Passage], top: float, seen: set[tuple[str, int]], keep=None, limit: int | None = None
+) -> list[_Cand]:
+    """The sentences of `passages` not in `seen` (and passing `keep(text)`, at most `limit`)."""
     cands: list[_Cand] = []
-    seen: set[tuple[str, int]] = set()
-    top = max((p.score for p in passages), default=1.0) or 1.0
+    top = top or 1.0
     for p in passages:
         text = index.documents[p.doc_id].text
         for s, e in _doc_sentences(index, p.doc_id):
             if e <= p.start or s >= p.end or (p.doc_id, s) in seen:
                 continue
+            if keep is not None and not keep(text[s:e]):
+                continue
             seen.add((p.doc_id, s))
-            lead = 1.0 - s / max(1, len(text))
-            cands.append(_Cand(p.doc_id, s, e, prior=p.score / top, lead=lead, chunk_ids=p.chunk_ids))
+            cands.append(_Cand(p.doc_id, s, e, prior=p.score / top, chunk_ids=p.chunk_ids))
+            if limit is not None and len(cands) >= limit:
+                return cands
     return cands
 
 
@@ -236,7 +244,6 @@ def _score_sentences(index: "Index", question: str, cands: list[_Cand], kind: st
             + cfg.lexical_weight * c.lexical
             + cfg.typed_weight * c.typed
             + cfg.prior_weight * c.prior
-            + cfg.lead_weight * c.lead
         )
 
 
@@ -250,13 +257,19 @@ def _with_context(index: "Index", c: _Cand, before: int) -> str:
 # ---------------------------------------------------------------- quotes
 
 
-def quote_span(index: "Index", doc_id: str, s_start: int, s_end: int, max_chars: int) -> tuple[int, int]:
-    """Grow the answering sentence by whole neighbouring sentences (before first, then after)
-    while the quote stays within `max_chars`."""
+def quote_span(
+    index: "Index", doc_id: str, s_start: int, s_end: int, max_chars: int, include: Iterable[tuple[int, int]] = ()
+) -> tuple[int, int]:
+    """The answering sentence, widened first to the `include` sentences (strong runners-up of the
+    same article, in order) that fit, then by whole neighbouring sentences (before first, then
+    after) while the quote stays within `max_chars`."""
     sents = _doc_sentences(index, doc_id)
-    i = next(j for j, (s, e) in enumerate(sents) if s == s_start)
-    lo = hi = i
     start, end = s_start, s_end
+    for a, b in include:
+        if max(end, b) - min(start, a) <= max_chars:
+            start, end = min(start, a), max(end, b)
+    lo = next(j for j, (s, _) in enumerate(sents) if s == start)
+    hi = next(j for j, (_, e) in enumerate(sents) if e == end)
     grew = True
     while grew:
         grew = False
@@ -309,6 +322,10 @@ def phrase_value(phrase: str) -> float | None:
     return None
 
 
+def _norm_phrase(phrase: str) -> str:
+    return re.sub(r"\W+", " ", phrase.lower()).strip()
+
+
 def agreement_of(phrases: list[tuple[str, str]]) -> Agreement | None:
     if len(phrases) < 2:
         return None
@@ -317,7 +334,7 @@ def agreement_of(phrases: list[tuple[str, str]]) -> Agreement | None:
         lo, hi = min(values), max(values)
         agree = hi <= lo * 1.1 + 1e-9  # "rund zwei Stunden" and "zwei Stunden und fünf Minuten" agree
     else:
-        norm = {re.sub(r"\W+", " ", p.lower()).strip() for _, p in phrases}
+        norm = {_norm_phrase(p) for _, p in phrases}
         agree = len(norm) == 1
     return Agreement(phrases=phrases, agree=agree)
 
@@ -339,24 +356,39 @@ def answer(
     q = clean_question(question, cfg.max_question_chars)
     allowed = _allowed(index, doc_ids, date_from, date_to)
     ranked = rank_chunks(index, q, mode=mode, allowed=allowed)
-    pool = cap_per_article(merge_spans(index, ranked), cfg.pool_per_article)[: cfg.answer_pool]
+    merged = merge_spans(index, ranked)
+    pool = merged[: cfg.answer_pool]
     if not pool:
         return Answer(question=q, passages=[], abstained=True, confidence=0.0, message=ABSTAIN_MESSAGE)
 
     kind = question_type(q)
-    cands = _sentence_candidates(index, pool)
+    top = max(p.score for p in pool)
+    seen: set[tuple[str, int]] = set()
+    cands = _sentence_candidates(index, pool, top, seen)
+    if kind in _SELECTIVE_KINDS and cfg.typed_extra:
+        # A duration or date mentioned in passing ("bei dem gut zweistündigen Gespräch") sits in a
+        # chunk about something else and ranks low: sentences of the asked type from further down
+        # the candidates are scored too.
+        cands += _sentence_candidates(
+            index, merged[cfg.answer_pool :], top, seen,
+            keep=lambda t: PATTERNS[kind].search(t) is not None and find_phrase(t, kind, q) is not None,
+            limit=cfg.typed_extra,
+        )
     # The mode chooses how candidate passages are found; quotes are always ranked by the same
     # sentence scorer, so abstention means the same thing in every mode.
     _score_sentences(index, q, cands, kind)
     cands.sort(key=lambda c: -c.score)
     best = cands[0]
-    confidence = best.dense + cfg.lexical_weight * best.lexical
+    # The evidence for abstention is measured apart from the ranking weights, so tuning the
+    # ranking does not move the calibrated threshold.
+    confidence = max((c.dense + cfg.evidence_lexical_weight * c.lexical for c in cands), default=0.0)
     abstained = confidence < cfg.abstain_threshold
 
     # One quote per answering sentence, diversified across articles.
     quotes: list[Passage] = []
     for c in cands[: 4 * k]:
-        qs, qe = quote_span(index, c.doc_id, c.start, c.end, cfg.max_quote_chars)
+        runners_up = [(o.start, o.end) for o in cands if o.doc_id == c.doc_id and o is not c and o.score >= c.score - cfg.cover_margin]
+        qs, qe = quote_span(index, c.doc_id, c.start, c.end, cfg.max_quote_chars, runners_up)
         if any(p.doc_id == c.doc_id and qs < p.end and qe > p.start for p in quotes):
             continue
         p = make_passage(index, c.doc_id, qs, qe, c.score, c.chunk_ids)
@@ -368,17 +400,24 @@ def answer(
         if phrase:
             p.phrase = (off + phrase[0], off + phrase[1])
         quotes.append(p)
-    passages = diversify(quotes, k, penalty=cfg.diversity_penalty)
+    # Sentence scores lie close together, so a further quote from an already quoted article pays
+    # a fixed amount rather than a share of its score.
+    passages = diversify(quotes, k, penalty=1.0, subtract=cfg.answer_diversity)
 
     agreement = None
     if not abstained and kind is not None:
         # Articles whose answering sentence is nearly as good as the best one and carry a typed phrase.
-        phrases = [
-            (p.doc_id, p.answer_text)
-            for p in passages
-            if p.phrase and p.score >= best.score - cfg.agreement_margin
-        ]
-        agreement = agreement_of(phrases)
+        phrases: dict[str, str] = {}
+        for p in passages:
+            if p.phrase and p.score >= best.score - cfg.agreement_margin:
+                phrases.setdefault(p.doc_id, p.answer_text)  # the article's best answer
+        pairs = list(phrases.items())
+        if kind in ("place", "entity") and pairs:
+            # Names have no value to compare: different names from other articles are more often a
+            # wrong pick than a real contradiction, so only matching names are grouped.
+            first = _norm_phrase(pairs[0][1])
+            pairs = [pair for pair in pairs if _norm_phrase(pair[1]) == first]
+        agreement = agreement_of(pairs)
 
     message = ABSTAIN_MESSAGE if abstained else passages[0].answer_text
     return Answer(question=q, passages=[] if abstained else passages, abstained=abstained, confidence=confidence, agreement=agreement, message=message)

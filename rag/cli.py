@@ -113,7 +113,7 @@ def eval_(
     corpus: Optional[list[Path]] = typer.Option(None, "--corpus", help="Korpusordner (mehrfach möglich; JSONL: Standard corpus/)."),
     distractors: Optional[Path] = typer.Option(None, "--distractors", help="Ablenkartikel: Ordner oder 10kGNAD-CSV."),
     distractors_limit: Optional[int] = typer.Option(None, "--distractors-limit", help="Nur die ersten N Ablenkartikel."),
-    retriever: Optional[str] = typer.Option(None, "--retriever", help="hybrid, dense oder bm25."),
+    retriever: Optional[str] = typer.Option(None, "--retriever", help="hybrid, dense, bm25 oder all (Vergleichstabelle)."),
     k: int = typer.Option(5, "-k", help="Anzahl Zitate pro Frage."),
     as_json: bool = typer.Option(False, "--json", help="Kennzahlen als JSON."),
     failures: Optional[Path] = typer.Option(None, "--failures", help="Fehlschläge als JSONL hierhin schreiben."),
@@ -122,8 +122,8 @@ def eval_(
     """Antwortqualität auf einem Fragensatz messen (Treffer im Zitat, MRR, Quellen, Enthaltung, Latenz)."""
     from .evaluation import run_eval
 
-    if retriever is not None and retriever not in ("hybrid", "dense", "bm25"):
-        typer.echo("Fehler: --retriever muss hybrid, dense oder bm25 sein.", err=True)
+    if retriever is not None and retriever not in ("hybrid", "dense", "bm25", "all"):
+        typer.echo("Fehler: --retriever muss hybrid, dense, bm25 oder all sein.", err=True)
         raise typer.Exit(2)
     try:
         out = run_eval(file, corpus=corpus, distractors=distractors, distractors_limit=distractors_limit,

@@ -32,6 +32,7 @@ from typing import Callable, Iterable, Sequence
 from .config import Config
 from .corpus import Document, load_corpus, make_title
 from .errors import RagError
+from .retrieval import MODES
 
 __all__ = [
     "QAItem", "QuestionResult", "normalize", "contains_answer", "load_qa", "load_jsonl_qa", "load_squad",
@@ -545,7 +546,7 @@ def run_eval(
     if k < 1:
         raise RagError("-k muss mindestens 1 sein.")
     config = config or Config()
-    if mode:
+    if mode in MODES:
         config = config.replace(retriever=mode)
     items, documents = load_qa(file)
     documents = list(documents or [])
@@ -571,19 +572,70 @@ def run_eval(
         bar.close()
     echo(f"Index {index.root}: {index.last_build.line()}")
 
-    bar, progress = _bar("Fragen", show_progress)
-    started = time.perf_counter()
-    try:
-        results = run_questions(items, index, k=k, mode=mode, progress=progress)
-    finally:
-        bar.close()
-    metrics = compute_metrics(results, k=k, mode=mode or config.retriever)
-    metrics["file"] = str(file)
-    metrics["documents"] = len(index.documents)
-    metrics["seconds"] = round(time.perf_counter() - started, 1)
-    if failures_path is not None:
-        n = write_failures(results, failures_path)
-        echo(f"{n} Fehlschläge → {failures_path}")
+    modes = list(MODES) if mode == "all" else [mode]
+    by_mode: dict = {}
+    for m_name in modes:
+        bar, progress = _bar(f"Fragen ({m_name or config.retriever})", show_progress)
+        started = time.perf_counter()
+        try:
+            results = run_questions(items, index, k=k, mode=m_name, progress=progress)
+        finally:
+            bar.close()
+        metrics = compute_metrics(results, k=k, mode=m_name or config.retriever)
+        metrics["file"] = str(file)
+        metrics["documents"] = len(index.documents)
+        metrics["seconds"] = round(time.perf_counter() - started, 1)
+        by_mode[metrics["mode"]] = metrics
+        if failures_path is not None:
+            path = Path(failures_path)
+            if len(modes) > 1:  # one file per retriever: name.hybrid.jsonl, …
+                path = path.with_name(f"{path.stem}.{metrics['mode']}{path.suffix}")
+            n = write_failures(results, path)
+            echo(f"{n} Fehlschläge → {path}")
+    if len(modes) > 1:
+        return metrics_json(by_mode) if as_json else format_comparison(by_mode, title=f"{file.name} · {len(index.documents)} Dokumente/documents")
     if as_json:
         return metrics_json(metrics)
     return format_metrics(metrics, title=f"{file.name} · {metrics['documents']} Dokumente/documents")
+
+
+# (label, metrics key, kind) of the comparison table's rows.
+_COMPARE_ROWS = [
+    ("answer in top-1 quote", "answer_in_top1", "pc"),
+    ("answer in top-3 quotes", "answer_in_top3", "pc"),
+    ("answer in top-5 quotes", "answer_in_top5", "pc"),
+    ("MRR", "mrr", "f3"),
+    ("source recall@k (quotes)", "source_recall_at_k", "pc"),
+    ("highlight contains the answer", "highlight_accuracy", "pc"),
+    ("answer phrase contains the answer", "answer_phrase_accuracy", "pc"),
+    ("abstention precision", "abstention_precision", "pc"),
+    ("abstention recall", "abstention_recall", "pc"),
+    ("wrongly abstained", "wrongly_abstained", "int"),
+    ("median quote length (chars)", "median_quote_chars", "int"),
+    ("answer latency p50 / p95 (ms)", "latency_p50_ms", "lat"),
+]
+
+
+def format_comparison(by_mode: dict, title: str = "") -> str:
+    """A Markdown table, one column per retriever (what the README shows)."""
+    modes = list(by_mode)
+    first = by_mode[modes[0]]
+    lines = [f"{title} · {first['questions']} Fragen ({first['answerable']} beantwortbar) · k={first['k']}", ""]
+    lines.append("| metric | " + " | ".join(modes) + " |")
+    lines.append("|---|" + "---:|" * len(modes))
+    for label, key, kind in _COMPARE_ROWS:
+        cells = []
+        for m in by_mode.values():
+            v = m.get(key)
+            if v is None:
+                cells.append("n/a")
+            elif kind == "pc":
+                cells.append(f"{100 * v:.1f} %")
+            elif kind == "f3":
+                cells.append(f"{v:.3f}")
+            elif kind == "lat":
+                cells.append(f"{v:.0f} / {m['latency_p95_ms']:.0f}")
+            else:
+                cells.append(f"{v:.0f}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -146,28 +146,15 @@ def make_passage(index: "Index", doc_id: str, start: int, end: int, score: float
     )
 
 
-def cap_per_article(passages: list[Passage], cap: int) -> list[Passage]:
-    """At most `cap` passages per article (0 = no cap), order kept: when several articles answer,
-    a long one must not fill the whole pool of candidates."""
-    if cap <= 0:
-        return list(passages)
-    seen: dict[str, int] = {}
-    out = []
-    for p in passages:
-        seen[p.doc_id] = seen.get(p.doc_id, 0) + 1
-        if seen[p.doc_id] <= cap:
-            out.append(p)
-    return out
-
-
-def diversify(passages: list[Passage], k: int, penalty: float = 0.5) -> list[Passage]:
-    """Greedy pick; each further passage from an already chosen article has its score scaled down,
-    so one long article does not crowd out the others that also answer."""
+def diversify(passages: list[Passage], k: int, penalty: float = 0.5, subtract: float = 0.0) -> list[Passage]:
+    """Greedy pick; each further passage from an already chosen article has its score scaled down
+    (× penalty, − subtract per passage already chosen from it), so one long article does not crowd
+    out the others that also answer."""
     pool = list(passages)
     chosen: list[Passage] = []
     seen: dict[str, int] = {}
     while pool and len(chosen) < k:
-        best = max(pool, key=lambda p: p.score * penalty ** seen.get(p.doc_id, 0))
+        best = max(pool, key=lambda p: p.score * penalty ** seen.get(p.doc_id, 0) - subtract * seen.get(p.doc_id, 0))
         pool.remove(best)
         chosen.append(best)
         seen[best.doc_id] = seen.get(best.doc_id, 0) + 1
@@ -189,4 +176,4 @@ def retrieve(
     q = clean_question(question, index.config.max_question_chars)
     allowed = _allowed(index, doc_ids, date_from, date_to)
     ranked = rank_chunks(index, q, mode=mode, allowed=allowed)
-    return diversify(merge_spans(index, ranked), k)
+    return diversify(merge_spans(index, ranked), k, penalty=index.config.diversity_penalty)

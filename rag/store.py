@@ -620,6 +620,9 @@ def _embed_missing(root, chunks, vectors, config, embedder, fingerprint, summary
             # Unique texts only: identical paragraphs in several articles are embedded once.
             unique = list(dict.fromkeys(hashes[c] for c in misses))
             text_of = {hashes[c]: chunks[c].text for c in misses}
+            # Longest first over the whole build, so each batch holds texts of similar length and
+            # little padding is computed (measured: document order cost ~20 % over raw encode).
+            unique.sort(key=lambda h: -len(text_of[h]))
             done: dict[str, np.ndarray] = {}
             for i in range(0, len(unique), EMBED_BATCH):
                 part = unique[i : i + EMBED_BATCH]

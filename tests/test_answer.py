@@ -83,6 +83,22 @@ def test_quote_is_verbatim_and_cut_at_sentence_boundaries(fake_seed_index):
     assert qs in {a for a, _ in sents} and qe in {b for _, b in sents}
 
 
+def test_quote_widens_to_a_strong_runner_up_of_the_same_article(fake_seed_index):
+    idx = fake_seed_index
+    doc_id = next(iter(idx.documents))
+    from rag.chunking import split_sentences
+
+    sents = split_sentences(idx.documents[doc_id].text)
+    (s, e), (a, b) = sents[2], sents[5]
+    alone = quote_span(idx, doc_id, s, e, b - s)  # room for both, but growth alone goes backwards first
+    both = quote_span(idx, doc_id, s, e, b - s, include=[(a, b)])
+    assert both[0] <= s and both[1] >= b
+    assert alone[1] < b
+    # A runner-up too far away to fit is left out, and the quote still holds the answering sentence.
+    far = quote_span(idx, doc_id, s, e, 200, include=[sents[-1]])
+    assert far[0] <= s and far[1] >= e and far[1] < sents[-1][1]
+
+
 def test_answer_offsets_and_highlight_are_consistent(fake_seed_index):
     from rag import Config, load_index
 
@@ -102,7 +118,8 @@ def test_answer_passages_come_from_different_articles_first(fake_seed_index):
     from rag import Config, load_index
 
     # The fake embedder's similarities are far below the real model's: switch abstention off.
-    idx = load_index(fake_seed_index.root, Config(abstain_threshold=-1.0), embedder=FakeEmbedder())
+    # Its scores also spread far wider, so the per-quote diversity step is scaled up to match.
+    idx = load_index(fake_seed_index.root, Config(abstain_threshold=-1.0, answer_diversity=1.0), embedder=FakeEmbedder())
     ans = idx.answer("Biden Putin Gespräch Ukraine", k=3)
     assert len({p.doc_id for p in ans.passages}) == 3
 
@@ -128,6 +145,12 @@ def _passage(doc, start, end, score):
 def test_diversify_lets_other_articles_through():
     ps = [_passage("a", 0, 10, 1.0), _passage("a", 20, 30, 0.95), _passage("a", 40, 50, 0.9), _passage("b", 0, 10, 0.6)]
     assert [p.doc_id for p in diversify(ps, 2)] == ["a", "b"]
+
+
+def test_subtractive_diversity_keeps_a_much_better_second_quote_of_one_article():
+    ps = [_passage("a", 0, 10, 1.0), _passage("a", 20, 30, 0.99), _passage("b", 0, 10, 0.90)]
+    assert [p.doc_id for p in diversify(ps, 2, penalty=1.0, subtract=0.05)] == ["a", "a"]
+    assert [p.doc_id for p in diversify(ps, 2, penalty=1.0, subtract=0.2)] == ["a", "b"]
 
 
 def test_overlapping_chunks_of_one_article_are_merged(fake_seed_index):

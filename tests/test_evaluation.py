@@ -340,6 +340,23 @@ def test_run_eval_end_to_end_with_fake_embedder(tmp_path):
     assert "xquad-mini.json" in table and "top-1" in table
 
 
+def test_all_retrievers_give_one_comparison_table_on_one_index(tmp_path):
+    from rag.evaluation import run_eval
+
+    qa = tmp_path / "xquad-mini.json"
+    qa.write_text(json.dumps(SQUAD, ensure_ascii=False), encoding="utf-8")
+    kw = dict(mode="all", k=3, cache_dir=tmp_path / "cache", embedder=FakeEmbedder())
+    by_mode = json.loads(run_eval(qa, as_json=True, failures_path=tmp_path / "f.jsonl", **kw))
+    assert list(by_mode) == ["hybrid", "dense", "bm25"]
+    assert all(m["questions"] == 4 and m["mode"] == mode for mode, m in by_mode.items())
+    assert sorted(p.name for p in tmp_path.glob("f.*.jsonl")) == ["f.bm25.jsonl", "f.dense.jsonl", "f.hybrid.jsonl"]
+    assert len([p for p in (tmp_path / "cache").iterdir() if p.is_dir()]) == 1
+    table = run_eval(qa, **kw).splitlines()
+    assert table[2] == "| metric | hybrid | dense | bm25 |"
+    top1 = next(line for line in table if line.startswith("| answer in top-1 quote |"))
+    assert top1.count("%") == 3
+
+
 def test_answer_phrase_is_scored_apart_from_the_highlighted_sentence():
     from types import SimpleNamespace
 
