@@ -11,8 +11,9 @@ questions are XQuAD-de's. Every system sees the same texts:
   SentenceTransformers document/text embedders on the same local model folder, BM25 and embedding
   retrievers (top 50 each, like rag's candidates) joined by reciprocal rank fusion;
 - txtai gets the same chunks: Embeddings(path=<model folder>, hybrid=True, content=True);
-- rag-onnx is rag with RAG_EMBED_BACKEND=onnx-int8 (the ONNX Runtime int8 encoder, exported once
-  beforehand into the cache, so the export is not in the build time).
+- rag is rag on its torch encoder (RAG_EMBED_BACKEND=torch); rag-onnx is rag as shipped, on the
+  ONNX Runtime int8 encoder (exported once beforehand into the cache, so the export is not in the
+  build time).
 
 All use multilingual-e5-small with the prompts "passage: " / "query: ". Each system runs in its
 own process (rag in the project's virtualenv, the peers in bench/.venv-peers): the build time runs
@@ -188,8 +189,8 @@ def run_worker(system: str, data_path: Path, out_path: Path) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if system == "rag-onnx":  # the same rag with its ONNX Runtime int8 encoder (exported beforehand)
-        os.environ["RAG_EMBED_BACKEND"] = "onnx-int8"
+    # rag-onnx is rag's default (ONNX Runtime int8 encoder, exported beforehand); rag = the torch encoder.
+    os.environ["RAG_EMBED_BACKEND"] = "onnx-int8" if system == "rag-onnx" else "torch"
     data = json.loads(data_path.read_text(encoding="utf-8"))
     with tempfile.TemporaryDirectory(prefix=f"peers-{system}-") as work:
         result = WORKERS[system](data, Path(work))

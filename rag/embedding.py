@@ -13,8 +13,8 @@ Two backends give the same vectors (cosine > 0.99999):
 - "sentence-transformers": everything else (or `RAG_EMBED_BACKEND=sentence-transformers`),
   via `SentenceTransformer(...).encode(prompt=...)`.
 
-`config.backend` (or `RAG_EMBED_BACKEND`) = "onnx-int8" runs the same BERT folders on ONNX Runtime
-with int8 weights instead (`rag.onnx_backend`: exported once from the lean encoder, then cached):
+`config.backend` = "onnx-int8" (the default; `RAG_EMBED_BACKEND` overrides it) runs the same BERT
+folders on ONNX Runtime with int8 weights instead (`rag.onnx_backend`: exported once from the lean encoder, then cached):
 ≈ 2–3× the passages per CPU-second, cosine ≈ 0.996 to the torch vectors, XQuAD answer-in-top-1
 within 1 point. Its vectors are not torch's, so its fingerprint differs (a switch means a rebuild).
 
@@ -49,9 +49,9 @@ ONNX_BACKENDS = ("onnx-int8",)
 
 
 def embed_backend(config: Config) -> str:
-    """"torch" (the lean or sentence-transformers encoder) or "onnx-int8": `config.backend`, else
-    `$RAG_EMBED_BACKEND`, else "torch"."""
-    value = getattr(config, "backend", None) or os.environ.get("RAG_EMBED_BACKEND") or "torch"
+    """"torch" (the lean or sentence-transformers encoder) or "onnx-int8": `$RAG_EMBED_BACKEND`
+    when set (an operator's override), else `config.backend`."""
+    value = os.environ.get("RAG_EMBED_BACKEND") or getattr(config, "backend", None) or "torch"
     return value if value in ONNX_BACKENDS else "torch"
 
 
@@ -158,6 +158,14 @@ class Embedder:
 
     def embed_passages(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         return self._embed(texts, self.passage_prompt, progress)
+
+    def passage_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Token counts of passages (prompt included), for grouping texts of like length into
+        batches; character counts where the backend has no tokenizer of its own."""
+        token_ids = getattr(self.backend, "token_ids", None)
+        if token_ids is None:
+            return [len(t) for t in texts]
+        return [len(ids) for ids in token_ids([self.passage_prompt + unicodedata.normalize("NFC", t) for t in texts])]
 
     def embed_queries(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         return self._embed(texts, self.query_prompt, progress)

@@ -9,6 +9,7 @@ running needs only onnxruntime, numpy and tokenizers.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -95,7 +96,13 @@ def export_int8(model_dir: Path, dest: Path) -> Path:
                 dynamic_axes={"input_ids": {0: "b", 1: "l"}, "attention_mask": {0: "b", 1: "l"}, "embedding": {0: "b"}},
             )
         q = Path(tmp) / "model-int8.onnx"
-        quantize_dynamic(str(fp32), str(q), weight_type=QuantType.QInt8, per_channel=True)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # the quantiser logs advice about pre-processing on the root logger
+        try:
+            quantize_dynamic(str(fp32), str(q), weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            root.setLevel(level)
         os.replace(q, dest)
     return dest
 

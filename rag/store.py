@@ -620,9 +620,12 @@ def _embed_missing(root, chunks, vectors, config, embedder, fingerprint, summary
             # Unique texts only: identical paragraphs in several articles are embedded once.
             unique = list(dict.fromkeys(hashes[c] for c in misses))
             text_of = {hashes[c]: chunks[c].text for c in misses}
-            # Longest first over the whole build, so each batch holds texts of similar length and
-            # little padding is computed (measured: document order cost ~20 % over raw encode).
-            unique.sort(key=lambda h: -len(text_of[h]))
+            # Longest first (in tokens) over the whole build, so each batch holds texts of like
+            # length and little padding is computed. Measured on 300 articles: document order cost
+            # ~25 % over one raw encode, character order still ~25 %, token order ~1 %.
+            lengths = getattr(embedder, "passage_lengths", None)
+            sizes = dict(zip(unique, lengths([text_of[h] for h in unique]) if lengths else (len(text_of[h]) for h in unique)))
+            unique.sort(key=lambda h: -sizes[h])
             done: dict[str, np.ndarray] = {}
             for i in range(0, len(unique), EMBED_BATCH):
                 part = unique[i : i + EMBED_BATCH]

