@@ -149,10 +149,11 @@ def test_example_button_and_follow_up_question(page):
 
 def test_settings_number_of_quotes_and_mode(page):
     page.get_by_text("Einstellungen").click()
-    k = page.locator("#rag-k input[type=number]")
-    k.fill("1")
-    k.press("Tab")  # the slider takes a typed value when its number field loses focus
-    page.wait_for_function("document.querySelector('#rag-k input[type=range]').value === '1'")
+    slider = page.locator("#rag-k input[type=range]")
+    slider.wait_for(state="visible")
+    slider.focus()
+    slider.press("Home")  # keyboard on the slider: its minimum, 1 quote
+    page.wait_for_function("document.querySelector('#rag-k input[type=number]').value === '1'")
     page.locator("#rag-mode").get_by_text("Bedeutung (dense)").click()
     turn = ask(page, "Wie viele Menschen sind im Konflikt in der Ostukraine bisher gestorben?")
     assert turn.locator(".rag-card").count() == 1
@@ -253,3 +254,4 @@ def test_ten_concurrent_api_clients(app_server):
     for i, r in results.items():
         assert r["question"] == questions[i]
         assert not r["abstained"] and r["passages"], r
+
