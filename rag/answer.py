@@ -137,7 +137,9 @@ def find_phrase(sentence: str, kind: str | None, question: str) -> tuple[int, in
     itself contains (they repeat the question, they don't answer it)."""
     if kind is None:
         return None
-    pattern = PATTERNS[kind]
+    matches = list(PATTERNS[kind].finditer(sentence))
+    if not matches:
+        return None  # most sentences: skip the stemming below
     q_stems = _stems(question)
     q_lower = question.lower()
     # Where the question's own words occur: the answer is usually close to them.
@@ -146,7 +148,7 @@ def find_phrase(sentence: str, kind: str | None, question: str) -> tuple[int, in
     unit = next(iter(_stems(asked.group(1))), None) if asked else None
     best: tuple[int, int] | None = None
     best_score = -1.0
-    for m in pattern.finditer(sentence):
+    for m in matches:
         start, end = m.span(1) if kind == "place" else m.span()
         phrase = sentence[start:end].strip(" ,;:")
         if not phrase or phrase.lower() in q_lower:
@@ -371,8 +373,7 @@ def answer(
         # the candidates are scored too.
         cands += _sentence_candidates(
             index, merged[cfg.answer_pool :], top, seen,
-            keep=lambda t: PATTERNS[kind].search(t) is not None and find_phrase(t, kind, q) is not None,
-            limit=cfg.typed_extra,
+            keep=lambda t: find_phrase(t, kind, q) is not None, limit=cfg.typed_extra,
         )
     # The mode chooses how candidate passages are found; quotes are always ranked by the same
     # sentence scorer, so abstention means the same thing in every mode.
