@@ -21,17 +21,35 @@ ABSTAIN_MESSAGE = "Das steht nicht im Korpus: keiner der Artikel beantwortet die
 
 @dataclass
 class Agreement:
-    phrases: list[tuple[str, str]]  # (doc_id, answering phrase), one per article
-    agree: bool
+    # (doc_id, answering phrase), one per article: the best answer and those that say the same …
+    phrases: list[tuple[str, str]]
+    # … and strong answers of other articles that say otherwise (comparable, but different).
+    differing: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def agree(self) -> bool:
+        return not self.differing
 
     @property
     def line(self) -> str:
-        n = len(self.phrases)
-        verdict = "stimmen überein" if self.agree else "weichen voneinander ab"
-        return f"{n} Quellen {verdict}: " + " · ".join(p for _, p in self.phrases)
+        def joined(pairs: list[tuple[str, str]]) -> str:
+            return " · ".join(p for _, p in pairs)
+
+        n, m = len(self.phrases), len(self.differing)
+        if not m:
+            return f"{n} Quellen stimmen überein: {joined(self.phrases)}"
+        if n == 1:
+            return f"{n + m} Quellen weichen voneinander ab: {joined(self.phrases + self.differing)}"
+        verb = "weicht" if m == 1 else "weichen"
+        return f"{n} Quellen stimmen überein: {joined(self.phrases)}; {m} {verb} ab: {joined(self.differing)}"
 
     def to_dict(self) -> dict:
-        return {"phrases": [list(p) for p in self.phrases], "agree": self.agree, "line": self.line}
+        return {
+            "phrases": [list(p) for p in self.phrases],
+            "differing": [list(p) for p in self.differing],
+            "agree": self.agree,
+            "line": self.line,
+        }
 
 
 @dataclass
@@ -89,7 +107,8 @@ PATTERNS = {
     ),
     "number": re.compile(
         rf"\b{_APPROX}(?:\d[\d.,]*\d|\d)(?:\s*(?:Prozent|%|Millionen|Milliarden|Mio\.|Mrd\.|Tausend))?"
-        rf"(?:\s+[A-ZÄÖÜa-zäöüß][\w-]*)?"
+        # The counted thing: a noun, perhaps after an adjective ("175.000 russische Soldaten"), or a unit.
+        rf"(?:\s+(?:[a-zäöüß][\w-]*\s+)?[A-ZÄÖÜ][\w-]*|\s+(?:km|m|cm|mm|kg|g|t|ha|l|km/h|€|\$)(?!\w))?"
         rf"|\b{_APPROX}(?:zwei|drei|vier|fünf|sechs|sieben|acht|neun|zehn|elf|zwölf|zwanzig|dreißig|vierzig|fünfzig|hundert|tausend|zehntausend|hunderttausend)\w*(?:\s+[A-ZÄÖÜ][\w-]*)?",
     ),
     "place": re.compile(
@@ -156,6 +175,15 @@ def find_phrase(sentence: str, kind: str | None, question: str) -> tuple[int, in
         start = sentence.index(phrase, start)
         end = start + len(phrase)
         words = phrase.split()
+        if kind == "place":
+            # "im Juni in Genf": a month or weekday is not a place.
+            lead = re.match(rf"(?:(?:{_MONTHS}|{_WEEKDAYS})\b\s*(?:in|im|bei|am)?\s*)+", phrase, re.IGNORECASE)
+            if lead:
+                phrase = phrase[lead.end() :]
+                start += lead.end()
+                end = start + len(phrase)
+                if not phrase:
+                    continue
         if kind == "entity":
             # German capitalises all nouns: drop words the question uses and sentence-initial fillers.
             kept = [w for w in words if w[0].isupper() and w not in _STOP_CAPS and not (_stems(w) & q_stems)]
@@ -184,7 +212,7 @@ def find_phrase(sentence: str, kind: str | None, question: str) -> tuple[int, in
 # ---------------------------------------------------------------- sentence scoring
 
 
-@dataclass
+@dataclass(eq=False)  # candidates are told apart by identity
 class _Cand:
     doc_id: str
     start: int  # sentence span in the document
@@ -195,6 +223,7 @@ class _Cand:
     typed: bool = False
     score: float = 0.0
     chunk_ids: tuple[int, ...] = field(default=())
+    vec: np.ndarray | None = field(default=None, repr=False)  # embedding of the sentence in context
 
 
 def _sentence_candidates(
@@ -235,6 +264,8 @@ def _score_sentences(index: "Index", question: str, cands: list[_Cand], kind: st
         qv = index.query_vector(question)
         sv = index.sentence_vectors([_with_context(index, c, cfg.sentence_context) for c in cands])
         dense = sv @ qv
+        for c, v in zip(cands, sv):
+            c.vec = v
     else:
         dense = np.zeros(len(cands))
     for c, text, d in zip(cands, texts, dense):
@@ -324,21 +355,120 @@ def phrase_value(phrase: str) -> float | None:
     return None
 
 
+# Words around an answer that do not change what it says ("am Dienstag" = "Dienstag").
+_FRAME_WORDS = re.compile(
+    r"^(?:(?:am|um|im|in|an|ab|bis|seit|vom|von|gegen|rund|etwa|gut|knapp|fast|über|mehr als|weniger als|"
+    r"nahezu|ca\.|circa|ungefähr|bis zu|mindestens|höchstens|insgesamt|nur|genau|beinahe|der|die|das|dem|den)\s+)+",
+    re.IGNORECASE,
+)
+
+
 def _norm_phrase(phrase: str) -> str:
-    return re.sub(r"\W+", " ", phrase.lower()).strip()
+    return re.sub(r"\W+", " ", _FRAME_WORDS.sub("", phrase.strip()).lower()).strip()
 
 
-def agreement_of(phrases: list[tuple[str, str]]) -> Agreement | None:
-    if len(phrases) < 2:
+# Kinds whose phrases compare by value; dates and names compare by their words.
+_VALUED_KINDS = ("duration", "number")
+_MAGNITUDES = {"prozent", "millionen", "milliarden", "mio", "mrd", "tausend"}
+
+
+def _number_unit(phrase: str) -> str | None:
+    """The counted noun of a number phrase ("120.000 Soldaten" → "soldat"), if any."""
+    words = [w for w in re.findall(r"[^\W\d_]+", phrase.lower()) if w not in _MAGNITUDES]
+    if not words or not re.search(r"\d", phrase):
         return None
-    values = [phrase_value(p) for _, p in phrases]
-    if all(v is not None for v in values):
-        lo, hi = min(values), max(values)
-        agree = hi <= lo * 1.1 + 1e-9  # "rund zwei Stunden" and "zwei Stunden und fünf Minuten" agree
-    else:
-        norm = {_norm_phrase(p) for _, p in phrases}
-        agree = len(norm) == 1
-    return Agreement(phrases=phrases, agree=agree)
+    return next(iter(_stems(words[-1])), None)
+
+
+def _time_shape(phrase: str) -> str:
+    """Clock time, weekday, day, month or year: only dates of one shape can contradict each other."""
+    low = phrase.lower()
+    if "uhr" in low:
+        return "clock"
+    if re.search(_WEEKDAYS, phrase, re.IGNORECASE):
+        return "weekday"
+    if re.search(r"\d{1,2}\.\s*(?:" + _MONTHS + r"|\d)", phrase, re.IGNORECASE):
+        return "day"
+    if re.search(_MONTHS, phrase, re.IGNORECASE):
+        return "month"
+    return "year" if re.search(r"\d{3,4}", phrase) else "other"
+
+
+def _values_agree(values: list[float]) -> bool:
+    # "rund zwei Stunden" and "zwei Stunden und fünf Minuten" agree: within 10 %.
+    return max(values) <= min(values) * 1.1 + 1e-9
+
+
+def comparable(a: str, b: str, kind: str | None) -> bool:
+    """Whether two answering phrases answer in the same terms, so that a difference is a
+    contradiction: 300 Kilometer and 175.000 Soldaten are not, nor are "2018" and "am Dienstag";
+    different names are more often a wrong pick than a contradiction."""
+    if kind == "number":
+        ua, ub = _number_unit(a), _number_unit(b)
+        return ua is None or ub is None or ua == ub
+    if kind == "time":
+        return _time_shape(a) == _time_shape(b)
+    if kind in ("place", "entity"):
+        return _norm_phrase(a) == _norm_phrase(b)
+    return True
+
+
+def same_answer(a: str, b: str, kind: str | None = "number") -> bool:
+    """Whether two answering phrases say the same thing."""
+    if not comparable(a, b, kind):
+        return False
+    va, vb = (phrase_value(a), phrase_value(b)) if kind in _VALUED_KINDS else (None, None)
+    if va is not None and vb is not None:
+        return _values_agree([va, vb])
+    return _norm_phrase(a) == _norm_phrase(b)
+
+
+def agreement_of(phrases: list[tuple[str, str]], kind: str | None = "number") -> Agreement | None:
+    """The first phrase (the best answer) with the others that say the same, and those that say
+    otherwise in comparable terms; None unless at least two articles take part."""
+    if not phrases:
+        return None
+    first = phrases[0][1]
+    same = [phrases[0]] + [p for p in phrases[1:] if same_answer(first, p[1], kind)]
+    differing = [p for p in phrases[1:] if p not in same and comparable(first, p[1], kind)]
+    if len(same) + len(differing) < 2:
+        return None
+    return Agreement(phrases=same, differing=differing)
+
+
+def corroborating(index: "Index", question: str, cands: list[_Cand], kind: str | None) -> list[tuple[_Cand, str]]:
+    """The typed answer of the best candidate and, per other article, the sentence that says the
+    same, as (candidate, phrase), best first.
+
+    Reports of one event repeat its facts, so an agreeing sentence of another article counts even
+    somewhat below the best score (`corroboration_margin`). Of an article's agreeing sentences the one
+    closest in meaning to the best one is taken: it is about the same event, where another sentence
+    with the same figure may be about an earlier one ("das Treffen in Genf dauerte fast zwei Stunden")."""
+    cfg = index.config
+    if kind is None or not cands:
+        return []
+    texts = {id(c): index.documents[c.doc_id].text[c.start : c.end] for c in cands[: 4 * cfg.answer_pool]}
+
+    def phrase(c: _Cand) -> str | None:
+        span = find_phrase(texts[id(c)], kind, question) if c.typed and id(c) in texts else None
+        return texts[id(c)][span[0] : span[1]] if span else None
+
+    # The anchor: the best typed sentence, if it is nearly as good as the best sentence overall.
+    anchor = next((c for c in cands if c.typed and id(c) in texts), None)
+    if anchor is None or anchor.score < cands[0].score - cfg.agreement_margin:
+        return []
+    a_phrase = phrase(anchor)
+    members: dict[str, tuple[float, _Cand, str]] = {}
+    for c in cands:
+        if c.doc_id == anchor.doc_id or c.score < anchor.score - cfg.corroboration_margin:
+            continue
+        p = phrase(c)
+        if p is None or not same_answer(a_phrase, p, kind):
+            continue
+        sim = float(c.vec @ anchor.vec) if c.vec is not None and anchor.vec is not None else c.score
+        if c.doc_id not in members or sim > members[c.doc_id][0]:
+            members[c.doc_id] = (sim, c, p)
+    return [(anchor, a_phrase)] + [(c, p) for _, c, p in sorted(members.values(), key=lambda m: -m[1].score)]
 
 
 # ---------------------------------------------------------------- the answer
@@ -385,9 +515,15 @@ def answer(
     confidence = max((c.dense + cfg.evidence_lexical_weight * c.lexical for c in cands), default=0.0)
     abstained = confidence < cfg.abstain_threshold
 
+    # Articles that say the same as the best answer are quoted first, so the user sees the agreement.
+    group = corroborating(index, q, cands, kind)[:k] if not abstained else []
+    first = [c for c, _ in group]
+    ordered = [best] + [c for c in first if c is not best] + [c for c in cands[: 4 * k] if c is not best and c not in first]
+
     # One quote per answering sentence, diversified across articles.
     quotes: list[Passage] = []
-    for c in cands[: 4 * k]:
+    fixed = 0
+    for c in ordered:
         runners_up = [(o.start, o.end) for o in cands if o.doc_id == c.doc_id and o is not c and o.score >= c.score - cfg.cover_margin]
         qs, qe = quote_span(index, c.doc_id, c.start, c.end, cfg.max_quote_chars, runners_up)
         if any(p.doc_id == c.doc_id and qs < p.end and qe > p.start for p in quotes):
@@ -401,24 +537,22 @@ def answer(
         if phrase:
             p.phrase = (off + phrase[0], off + phrase[1])
         quotes.append(p)
+        fixed += c is best or c in first
     # Sentence scores lie close together, so a further quote from an already quoted article pays
     # a fixed amount rather than a share of its score.
-    passages = diversify(quotes, k, penalty=1.0, subtract=cfg.answer_diversity)
+    passages = diversify(quotes[fixed:], k, penalty=1.0, subtract=cfg.answer_diversity, chosen=quotes[:fixed])
 
     agreement = None
-    if not abstained and kind is not None:
-        # Articles whose answering sentence is nearly as good as the best one and carry a typed phrase.
-        phrases: dict[str, str] = {}
+    if group:
+        # The best answer, the articles that corroborate it, then strong quotes of further articles
+        # (agreement_of keeps those that contradict it in comparable terms).
+        pairs = [(c.doc_id, p) for c, p in group]
+        grouped = {d for d, _ in pairs}
         for p in passages:
-            if p.phrase and p.score >= best.score - cfg.agreement_margin:
-                phrases.setdefault(p.doc_id, p.answer_text)  # the article's best answer
-        pairs = list(phrases.items())
-        if kind in ("place", "entity") and pairs:
-            # Names have no value to compare: different names from other articles are more often a
-            # wrong pick than a real contradiction, so only matching names are grouped.
-            first = _norm_phrase(pairs[0][1])
-            pairs = [pair for pair in pairs if _norm_phrase(pair[1]) == first]
-        agreement = agreement_of(pairs)
+            if p.phrase and p.doc_id not in grouped and p.score >= best.score - cfg.agreement_margin:
+                pairs.append((p.doc_id, p.answer_text))
+                grouped.add(p.doc_id)
+        agreement = agreement_of(pairs, kind)
 
     message = ABSTAIN_MESSAGE if abstained else passages[0].answer_text
     return Answer(question=q, passages=[] if abstained else passages, abstained=abstained, confidence=confidence, agreement=agreement, message=message)

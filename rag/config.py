@@ -39,7 +39,8 @@ class Config:
     answer_diversity: float = 0.05  # answer(): a further quote of the same article scores − this
     cover_margin: float = 0.1  # a quote also covers same-article sentences scoring within this of its own
     typed_extra: int = 10  # sentences of the asked type (duration, date, number) scored from beyond the pool
-    agreement_margin: float = 0.08
+    agreement_margin: float = 0.08  # a different answer of another article this close to the best is a contradiction
+    corroboration_margin: float = 0.2  # an agreeing answer of another article this close is quoted and grouped
     # Abstain when no candidate sentence reaches dense + evidence_lexical_weight·overlap ≥ threshold.
     # Calibrated on the dev data: answerable seed/XQuAD questions scored ≥ 0.91, the unanswerable
     # seed question 0.84, questions whose article was withheld a median of 0.88.

@@ -111,6 +111,9 @@ class OnnxBert:
     """Tokenises like `_LeanBert` (prompt + text, truncation, longest first) and runs the int8 graph."""
 
     kind = "onnx-int8"
+    # Activations are quantised with one scale per batch, so a text's vector moves slightly with
+    # the texts it is batched with.
+    batch_invariant = False
 
     def __init__(self, model_dir: Path, graph: Path, threads: int | None = None):
         import onnxruntime as ort

@@ -146,13 +146,17 @@ def make_passage(index: "Index", doc_id: str, start: int, end: int, score: float
     )
 
 
-def diversify(passages: list[Passage], k: int, penalty: float = 0.5, subtract: float = 0.0) -> list[Passage]:
+def diversify(
+    passages: list[Passage], k: int, penalty: float = 0.5, subtract: float = 0.0, chosen: Iterable[Passage] = ()
+) -> list[Passage]:
     """Greedy pick; each further passage from an already chosen article has its score scaled down
     (× penalty, − subtract per passage already chosen from it), so one long article does not crowd
-    out the others that also answer."""
+    out the others that also answer. `chosen` passages come first, as they are."""
     pool = list(passages)
-    chosen: list[Passage] = []
+    chosen = list(chosen)[:k]
     seen: dict[str, int] = {}
+    for p in chosen:
+        seen[p.doc_id] = seen.get(p.doc_id, 0) + 1
     while pool and len(chosen) < k:
         best = max(pool, key=lambda p: p.score * penalty ** seen.get(p.doc_id, 0) - subtract * seen.get(p.doc_id, 0))
         pool.remove(best)

@@ -268,7 +268,8 @@ class Index:
             known = {t: self._sentence_vectors[t] for t in set(texts) if t in self._sentence_vectors}
         missing = [t for t in dict.fromkeys(texts) if t not in known]
         if missing:
-            vecs = self.embedder.embed_passages(missing)
+            # Isolated: a sentence's vector must not depend on which question first brought it up.
+            vecs = self.embedder.embed_passages(missing, isolated=True)
             known.update(zip(missing, vecs))
             with self._sentence_lock:
                 if len(self._sentence_vectors) + len(missing) > SENTENCE_CACHE:

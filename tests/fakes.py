@@ -28,7 +28,7 @@ class FakeEmbedder:
         norms[norms == 0] = 1.0
         return out / norms
 
-    def embed_passages(self, texts) -> np.ndarray:
+    def embed_passages(self, texts, progress=None, isolated=False) -> np.ndarray:
         texts = list(texts)
         self.calls += 1
         self.embedded += len(texts)

@@ -5,7 +5,7 @@ import pytest
 
 from fakes import FakeEmbedder
 from rag import QuestionError
-from rag.answer import Agreement, agreement_of, find_phrase, phrase_value, question_type, quote_span
+from rag.answer import _Cand, agreement_of, corroborating, find_phrase, phrase_value, question_type, quote_span
 from rag.retrieval import Passage, diversify, merge_spans
 
 SULLIVAN = (
@@ -31,6 +31,8 @@ KREML = (
         ("In welchem Jahr wurde die Brücke eröffnet?", "Die Brücke wurde im Jahr 1998 nach langer Bauzeit eröffnet.", "time", "1998"),
         ("Wie viele Kilometer von der Grenze entfernt hat Moskau Soldaten zusammengezogen?", "Moskau hat etwa 300 Kilometer von der Grenze zehntausende Soldaten zusammengezogen.", "number", "etwa 300 Kilometer"),
         ("Wie viele Menschen sind im Konflikt gestorben?", "Mehr als 13.000 Menschen starben bisher in dem Konflikt.", "number", "13.000 Menschen"),
+        ("Wie viele Soldaten könnten an der Grenze stehen?", "Im Jänner könnten rund 175.000 russische Soldaten an der Grenze stehen.", "number", "rund 175.000 russische Soldaten"),
+        ("Wie weit ist die Stadt entfernt?", "Die Stadt liegt 300 km entfernt.", "number", "300 km"),
         ("Wer ist der Nationale Sicherheitsberater von Biden?", SULLIVAN, "entity", "Jake Sullivan"),
         ("Welche Zeitung warf Biden eine zu weiche Gangart vor?", "Das Wall Street Journal warf Biden eine zu weiche Gangart gegenüber Moskau vor.", "entity", "Wall Street Journal"),
         ("Wo hielt sich Putin während der Videokonferenz auf?", "Bei den Gesprächen war Putin in seiner Residenz in Sotschi, Biden im Weißen Haus in Washington.", "place", "Sotschi"),
@@ -68,6 +70,57 @@ def test_numbers_that_differ_are_reported_as_differing():
     ag = agreement_of([("a", "mehr als 120.000 Soldaten"), ("b", "175.000 Soldaten")])
     assert not ag.agree and "weichen voneinander ab" in ag.line
     assert agreement_of([("a", "120.000")]) is None
+
+
+def test_only_answers_in_comparable_terms_contradict():
+    # Different counted things, different kinds of date, different names: no contradiction claimed.
+    assert agreement_of([("a", "etwa 300 Kilometer"), ("b", "rund 175.000 Soldaten")], "number") is None
+    assert agreement_of([("a", "2018"), ("b", "am Dienstag")], "time") is None
+    assert agreement_of([("a", "Jake Sullivan"), ("b", "Antony Blinken")], "entity") is None
+    # The same day, said with or without its preposition, agrees; another weekday differs.
+    assert agreement_of([("a", "Am Donnerstag"), ("b", "Donnerstag")], "time").agree
+    assert not agreement_of([("a", "Am Donnerstag"), ("b", "am Dienstag")], "time").agree
+
+
+def test_agreement_line_names_the_agreeing_and_the_differing_sources():
+    ag = agreement_of([("a", "rund zwei Stunden"), ("b", "gut zweistündigen"), ("c", "eineinhalb Stunden")], "duration")
+    assert [d for d, _ in ag.phrases] == ["a", "b"] and ag.differing == [("c", "eineinhalb Stunden")]
+    assert ag.line == "2 Quellen stimmen überein: rund zwei Stunden · gut zweistündigen; 1 weicht ab: eineinhalb Stunden"
+    assert ag.to_dict()["agree"] is False
+
+
+class _StubIndex:
+    def __init__(self, texts):
+        from rag.config import Config
+        from rag.corpus import Document
+
+        self.config = Config()
+        self.documents = {d: Document(id=d, text=t, title=d, date=None, source=d) for d, t in texts.items()}
+
+
+def _cand(doc_id, text, sentence, score, vec):
+    import numpy as np
+
+    start = text.index(sentence)
+    return _Cand(doc_id, start, start + len(sentence), prior=1.0, typed=True, score=score, vec=np.array(vec, float))
+
+
+def test_corroboration_quotes_the_sentence_about_the_same_event():
+    lead = "Der Videogipfel dauerte rund zwei Stunden."
+    geneva, video = "Das Treffen in Genf dauerte fast zwei Stunden.", "Die Videokonferenz dauerte zwei Stunden und fünf Minuten."
+    other = "Im Juli folgte ein eineinhalbstündiges Telefonat."
+    idx = _StubIndex({"a": lead, "b": f"{video} {geneva}", "c": other})
+    cands = [
+        _cand("a", lead, lead, 1.04, [1, 0]),
+        _cand("b", f"{video} {geneva}", geneva, 1.02, [0.6, 0.8]),  # same figure, other event: higher score
+        _cand("b", f"{video} {geneva}", video, 1.00, [0.95, 0.31]),
+        _cand("c", other, other, 0.99, [0.9, 0.44]),  # a different figure: not grouped
+    ]
+    group = corroborating(idx, "Wie lange dauerte der Gipfel?", cands, "duration")
+    assert [(c.doc_id, p) for c, p in group] == [("a", "rund zwei Stunden"), ("b", "zwei Stunden und fünf Minuten")]
+    # Beyond the corroboration margin an agreeing sentence is not taken.
+    idx.config = idx.config.replace(corroboration_margin=0.01)
+    assert len(corroborating(idx, "Wie lange dauerte der Gipfel?", cands, "duration")) == 1
 
 
 def test_quote_is_verbatim_and_cut_at_sentence_boundaries(fake_seed_index):
@@ -201,3 +254,12 @@ def test_summit_duration_is_answered_with_agreeing_sources(seed_index):
     assert not ans.abstained
     assert "zwei Stunden" in ans.phrase or "zweistündig" in ans.phrase
     assert ans.agreement is not None and ans.agreement.agree and len(ans.agreement.phrases) >= 2
+    # Each article that gives the duration of this summit is quoted once, with its own phrase; the
+    # Geneva meeting of June (same figure, other event) is not among them.
+    assert ans.agreement.phrases == [
+        ("000_aa78fff76f6e486e", "rund zwei Stunden"),
+        ("003_895ec12886e94bdb", "zwei Stunden und fünf Minuten"),
+        ("001_10c1cd6136e05353", "gut zweistündigen"),
+    ]
+    assert [p.doc_id for p in ans.passages] == [d for d, _ in ans.agreement.phrases]
+    assert all("Genf" not in p.text for p in ans.passages)

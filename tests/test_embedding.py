@@ -320,6 +320,10 @@ def test_onnx_int8_encoder_stays_close_to_torch_and_has_its_own_fingerprint(embe
     # The ranking the retrieval relies on survives quantisation.
     relevant = onnx.embed_passages([GERMAN[0], GERMAN[3]])
     assert np.argmax(relevant @ onnx.embed_queries([GERMAN[6]])[0]) == 0
+    # Quantised activations depend on the batch; isolated vectors (answer sentences) do not.
+    alone = np.vstack([onnx.embed_passages([t]) for t in GERMAN])
+    assert np.array_equal(onnx.embed_passages(GERMAN, isolated=True), alone)
+    assert np.array_equal(onnx.embed_passages(GERMAN[::-1], isolated=True), alone[::-1])
 
 
 @pytest.mark.slow

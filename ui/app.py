@@ -59,9 +59,9 @@ class LockedEmbedder:
         self._inner = inner
         self._lock = threading.RLock()
 
-    def embed_passages(self, texts):
+    def embed_passages(self, texts, progress=None, isolated=False):
         with self._lock:
-            return self._inner.embed_passages(texts)
+            return self._inner.embed_passages(texts, progress, isolated=isolated)
 
     def embed_queries(self, texts):
         with self._lock:
