@@ -220,10 +220,14 @@ class _Cand:
     prior: float  # retrieval score of its passage, scaled to [0, 1]
     dense: float = 0.0
     lexical: float = 0.0
-    typed: bool = False
+    phrase: tuple[int, int] | None = None  # the typed answering phrase, inside the sentence
     score: float = 0.0
     chunk_ids: tuple[int, ...] = field(default=())
     vec: np.ndarray | None = field(default=None, repr=False)  # embedding of the sentence in context
+
+    @property
+    def typed(self) -> bool:
+        return self.phrase is not None
 
 
 def _sentence_candidates(
@@ -271,7 +275,7 @@ def _score_sentences(index: "Index", question: str, cands: list[_Cand], kind: st
     for c, text, d in zip(cands, texts, dense):
         c.dense = float(d)
         c.lexical = len(_stems(text) & q_stems) / max(1, len(q_stems))
-        c.typed = kind is not None and find_phrase(text, kind, question) is not None
+        c.phrase = find_phrase(text, kind, question)
         c.score = (
             c.dense
             + cfg.lexical_weight * c.lexical
@@ -447,23 +451,23 @@ def corroborating(index: "Index", question: str, cands: list[_Cand], kind: str |
     cfg = index.config
     if kind is None or not cands:
         return []
-    texts = {id(c): index.documents[c.doc_id].text[c.start : c.end] for c in cands[: 4 * cfg.answer_pool]}
+    window = [c for c in cands[: 4 * cfg.answer_pool] if c.typed]
 
-    def phrase(c: _Cand) -> str | None:
-        span = find_phrase(texts[id(c)], kind, question) if c.typed and id(c) in texts else None
-        return texts[id(c)][span[0] : span[1]] if span else None
+    def phrase(c: _Cand) -> str:
+        start = c.start + c.phrase[0]
+        return index.documents[c.doc_id].text[start : start + c.phrase[1] - c.phrase[0]]
 
     # The anchor: the best typed sentence, if it is nearly as good as the best sentence overall.
-    anchor = next((c for c in cands if c.typed and id(c) in texts), None)
+    anchor = window[0] if window else None
     if anchor is None or anchor.score < cands[0].score - cfg.agreement_margin:
         return []
     a_phrase = phrase(anchor)
     members: dict[str, tuple[float, _Cand, str]] = {}
-    for c in cands:
+    for c in window:
         if c.doc_id == anchor.doc_id or c.score < anchor.score - cfg.corroboration_margin:
             continue
         p = phrase(c)
-        if p is None or not same_answer(a_phrase, p, kind):
+        if not same_answer(a_phrase, p, kind):
             continue
         sim = float(c.vec @ anchor.vec) if c.vec is not None and anchor.vec is not None else c.score
         if c.doc_id not in members or sim > members[c.doc_id][0]:
@@ -533,9 +537,8 @@ def answer(
         p.highlight = (off, c.end - qs)
         # The whole sentence stays highlighted (measured: narrowing alone misses more often);
         # a typed phrase inside it is marked on top.
-        phrase = find_phrase(p.text[off : c.end - qs], kind, q) if cfg.typed_highlight else None
-        if phrase:
-            p.phrase = (off + phrase[0], off + phrase[1])
+        if c.phrase and cfg.typed_highlight:
+            p.phrase = (off + c.phrase[0], off + c.phrase[1])
         quotes.append(p)
         fixed += c is best or c in first
     # Sentence scores lie close together, so a further quote from an already quoted article pays

@@ -630,7 +630,7 @@ def format_comparison(by_mode: dict, title: str = "") -> str:
             if v is None:
                 cells.append("n/a")
             elif kind == "pc":
-                cells.append(f"{100 * v:.1f} %")
+                cells.append(_pc(v).strip())
             elif kind == "f3":
                 cells.append(f"{v:.3f}")
             elif kind == "lat":

@@ -102,7 +102,8 @@ def _cand(doc_id, text, sentence, score, vec):
     import numpy as np
 
     start = text.index(sentence)
-    return _Cand(doc_id, start, start + len(sentence), prior=1.0, typed=True, score=score, vec=np.array(vec, float))
+    phrase = find_phrase(sentence, "duration", "Wie lange dauerte der Gipfel?")
+    return _Cand(doc_id, start, start + len(sentence), prior=1.0, phrase=phrase, score=score, vec=np.array(vec, float))
 
 
 def test_corroboration_quotes_the_sentence_about_the_same_event():
