@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum < pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup serve test test-fast build chromium bench bench-peers eval clean
+.PHONY: setup serve lint test test-fast build chromium bench bench-peers eval clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -25,16 +25,20 @@ serve: setup
 build: setup
 	$(VENV)/bin/rag build
 
-test: setup chromium
+lint: setup
+	$(VENV)/bin/ruff check rag ui tests bench
+
+test: setup chromium lint
 	$(PY) -m pytest -q
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not browser"
 
-# The README's quality tables: every retriever on the seed questions and on XQuAD-de among news.
+# The README's quality tables: every retriever on the seed questions and on XQuAD-de among news
+# (the question sets and articles are in eval/, see eval/README.md).
 eval: setup
-	$(VENV)/bin/rag eval ../shared/eval/seed-qa.jsonl --retriever all
-	$(VENV)/bin/rag eval ../shared/eval/xquad-de-dev.json --distractors ../shared/data/10kGNAD-test.csv --distractors-limit 300 --retriever all
+	$(VENV)/bin/rag eval eval/seed-qa.jsonl --retriever all
+	$(VENV)/bin/rag eval eval/xquad-de-dev.json --distractors eval/data/10kGNAD-test.csv --distractors-limit 300 --retriever all
 
 bench: setup
 	$(VENV)/bin/rag bench

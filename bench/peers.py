@@ -40,14 +40,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-SHARED = REPO.parent / "shared"
+EVAL = REPO / "eval"  # the repository's question sets and articles (eval/README.md)
 K = 5
 CANDIDATES = 50
-
-
-def _pct(values, q):
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
 def _rss_mb() -> float:
@@ -75,8 +70,9 @@ def worker_rag(data: dict, work: Path) -> dict:
     import faiss  # noqa: F401  (imports outside the timed part, as for the peers)
     import torch  # noqa: F401
 
+    from rag.answering import answer
     from rag.config import Config
-    from rag.retrieval import rank_chunks
+    from rag.retrieval import rank_chunks, retrieve
     from rag.store import build_index
 
     corpus = work / "rag-corpus"
@@ -90,8 +86,8 @@ def worker_rag(data: dict, work: Path) -> dict:
     embedded = idx.last_build.embedded
 
     def search(q):
-        idx._query_cache.clear()  # every question pays for its embedding
-        return [p.text for p in idx.retrieve(q, k=K)]
+        idx.clear_caches(["queries"])  # every question pays for its embedding
+        return [p.text for p in retrieve(idx, q, k=K)]
 
     tops, wall, cpu = _time_queries(data["questions"], search)
     chunk_tops = []
@@ -101,7 +97,7 @@ def worker_rag(data: dict, work: Path) -> dict:
     answer_tops = []
     for i in data["answer_indices"]:
         q = data["questions"][i]
-        ans = idx.answer(q, k=K)
+        ans = answer(idx, q, k=K)
         answer_tops.append("" if ans.abstained or not ans.passages else ans.passages[0].text)
     return {"build_s": build_s, "embedded": embedded, "top1": chunk_tops, "retrieve_top1": tops, "answer_top1": answer_tops,
             "wall_ms": wall, "cpu_ms": cpu, "rss_mb": _rss_mb()}
@@ -174,7 +170,8 @@ WORKERS = {"rag": worker_rag, "rag-onnx": worker_rag, "haystack": worker_haystac
 def _versions(system: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
 
-    names = {"rag": ["torch", "faiss-cpu", "bm25s"], "rag-onnx": ["onnxruntime", "faiss-cpu", "bm25s"], "haystack": ["haystack-ai", "sentence-transformers", "torch"],
+    names = {"rag": ["torch", "faiss-cpu", "bm25s"], "rag-onnx": ["onnxruntime", "faiss-cpu", "bm25s"],
+             "haystack": ["haystack-ai", "sentence-transformers", "torch"],
              "txtai": ["txtai", "sentence-transformers", "torch", "faiss-cpu"]}[system]
     out = []
     for n in names:
@@ -243,10 +240,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--peers-python", default=str(HERE / ".venv-peers" / "bin" / "python"), help="interpreter with haystack-ai and txtai")
     ap.add_argument("--systems", default="rag,rag-onnx,haystack,txtai")
-    ap.add_argument("--qa", default=str(SHARED / "eval" / "xquad-de-dev.json"))
-    ap.add_argument("--distractors", default=str(SHARED / "data" / "10kGNAD-test.csv"))
+    ap.add_argument("--qa", default=str(EVAL / "xquad-de-dev.json"))
+    ap.add_argument("--distractors", default=str(EVAL / "data" / "10kGNAD-test.csv"))
     ap.add_argument("--limit", type=int, default=300, help="distractor articles")
-    ap.add_argument("--answer-questions", type=int, default=100, help="questions (spread over the set) for rag's answer-quote top-1; 0 = all")
+    ap.add_argument("--answer-questions", type=int, default=100,
+                    help="questions (spread over the set) for rag's answer-quote top-1; 0 = all")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
@@ -257,6 +255,8 @@ def main(argv=None) -> int:
         return 0
 
     data, items = prepare(Path(args.qa), Path(args.distractors), args.limit, args.answer_questions or None)
+    from rag.evaluation import percentile  # the project's virtualenv (prepare put the repository on the path)
+
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     results: dict = {}
     load_before = os.getloadavg()[0]
@@ -277,7 +277,7 @@ def main(argv=None) -> int:
                 "build_s": r["build_s"],
                 "passages_per_s": r["embedded"] / r["build_s"],
                 "query_p50_ms": statistics.median(r["wall_ms"]),
-                "query_p95_ms": _pct(r["wall_ms"], 0.95),
+                "query_p95_ms": percentile(r["wall_ms"], 0.95),
                 "query_p50_cpu_ms": statistics.median(r["cpu_ms"]),
                 "top1": score(r["top1"], items),
                 "rss_mb": r["rss_mb"],
@@ -287,7 +287,8 @@ def main(argv=None) -> int:
             if system.startswith("rag"):
                 row["retrieve_top1"] = score(r["retrieve_top1"], items)
                 row["answer_top1"] = score(r["answer_top1"], [items[i] for i in data["answer_indices"]])
-                row["retrieve_top1_same_subset"] = score([r["retrieve_top1"][i] for i in data["answer_indices"]], [items[i] for i in data["answer_indices"]])
+                subset = data["answer_indices"]
+                row["retrieve_top1_same_subset"] = score([r["retrieve_top1"][i] for i in subset], [items[i] for i in subset])
                 row["answer_questions"] = len(r["answer_top1"])
             results[system] = row
     meta = {

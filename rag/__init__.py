@@ -17,19 +17,16 @@ from .errors import (
 
 __all__ = [
     "Config", "RagError", "CorpusError", "IndexCorruptError", "IndexLockedError", "IndexNotFoundError",
-    "ModelError", "QuestionError", "build_index", "load_index", "Index", "retrieve", "answer",
-    "Passage", "Answer", "Document", "Chunk",
+    "ModelError", "QuestionError", "build_index", "load_index", "Index", "retrieve", "answer", "get_index",
+    "Passage", "Answer", "Agreement", "Filters", "RagService", "Document", "Chunk",
 ]
-
-# The submodule rag.answer would shadow the function rag.answer: import it first, then bind the function.
-from . import answer as _answer_module  # noqa: E402,F401
-from .answer import Agreement, Answer  # noqa: E402
-from .api import answer, get_index, retrieve  # noqa: E402
 
 # Heavy modules (faiss, bm25s, torch) load on first use, so `import rag` stays fast.
 _LAZY = {
     "build_index": "store", "load_index": "store", "Index": "store", "BuildSummary": "store",
-    "Passage": "retrieval",
+    "Passage": "retrieval", "Filters": "retrieval", "RagService": "service",
+    "Answer": "answering", "Agreement": "answering",
+    "answer": "api", "retrieve": "api", "get_index": "api",
     "Document": "corpus", "Chunk": "chunking",
 }
 

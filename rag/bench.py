@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Callable
 
 from .config import Config
+from .evaluation import EVAL_DIR, percentile
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CSV = ROOT.parent / "shared" / "data" / "10kGNAD-test.csv"
-DEFAULT_QA = ROOT.parent / "shared" / "eval" / "xquad-de-dev.json"
+DEFAULT_CSV = EVAL_DIR / "data" / "10kGNAD-test.csv"
+DEFAULT_QA = EVAL_DIR / "xquad-de-dev.json"
 
 # Every key of the report, in order: (label, unit, goal text, goal test or None).
 FIELDS: dict[str, tuple[str, str, str, Callable[[float], bool] | None]] = {
@@ -63,9 +63,10 @@ COLD_START = """
 import sys, time, json, resource
 t0 = time.perf_counter()
 import rag
+from rag.answering import answer
 idx = rag.load_index(sys.argv[1])
 t1 = time.perf_counter()
-ans = idx.answer(sys.argv[2])
+ans = answer(idx, sys.argv[2])
 t2 = time.perf_counter()
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"load_s": t1 - t0, "first_answer_s": t2 - t1, "rss_mb": rss}))
@@ -76,11 +77,6 @@ NEW_ARTICLE = (
     "Die Bauarbeiten dauerten knapp drei Jahre und kosteten rund 80 Millionen Euro. "
     "Die Linie soll täglich rund 40.000 Fahrgäste befördern und im Fünf-Minuten-Takt fahren."
 )
-
-
-def _pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
 def _dir_size(path: Path) -> int:
@@ -109,8 +105,8 @@ def _questions(n: int) -> list[str]:
 
 def write_corpus(source: Path, dest: Path, limit: int | None) -> int:
     """Copy a folder, or turn a 10kGNAD CSV into one .txt per article, into `dest`."""
-    from .evaluation import load_distractors
     from .errors import RagError
+    from .evaluation import load_distractors
 
     source = Path(source)
     if not source.exists():
@@ -130,17 +126,11 @@ def write_corpus(source: Path, dest: Path, limit: int | None) -> int:
     return len(docs)
 
 
-def _clear_query_cache(idx) -> None:
-    cache = getattr(idx, "_query_cache", None)
-    if isinstance(cache, dict):
-        cache.clear()
-
-
 def _latencies(fn, questions: list[str], idx) -> tuple[list[float], list[float]]:
     """Wall-clock and CPU milliseconds per call."""
     wall, cpu = [], []
     for q in questions:
-        _clear_query_cache(idx)  # every call embeds its question
+        idx.clear_caches(["queries"])  # every call embeds its question
         t, c = time.perf_counter(), _cpu()
         fn(q)
         wall.append((time.perf_counter() - t) * 1000)
@@ -161,6 +151,7 @@ def run_bench(
     from .chunking import chunk_document
     from .corpus import load_corpus
     from .embedding import load_embedder
+    from .service import RagService
     from .store import build_index
 
     config = config or Config()
@@ -232,13 +223,14 @@ def run_bench(
         out.update(cold_start_s=wall, cold_load_s=cold["load_s"], cold_first_answer_s=cold["first_answer_s"], cold_rss_mb=cold["rss_mb"])
 
         echo(f"Latenz über {len(qs)} Fragen …")
-        idx.answer(warm_q)  # warm-up: lazy tables, tokenizer, BM25 stemmer
-        lat_r, cpu_r = _latencies(lambda q: idx.retrieve(q, k=5), qs, idx)
-        lat_a, cpu_a = _latencies(lambda q: idx.answer(q, k=3), qs, idx)
+        svc = RagService.of(idx)
+        svc.answer(warm_q)  # warm-up: lazy tables, tokenizer, BM25 stemmer
+        lat_r, cpu_r = _latencies(lambda q: svc.retrieve(q, k=5), qs, idx)
+        lat_a, cpu_a = _latencies(lambda q: svc.answer(q, k=3), qs, idx)
         out.update(
-            retrieve_p50_ms=statistics.median(lat_r), retrieve_p95_ms=_pct(lat_r, 0.95),
+            retrieve_p50_ms=statistics.median(lat_r), retrieve_p95_ms=percentile(lat_r, 0.95),
             retrieve_p50_cpu_ms=statistics.median(cpu_r),
-            answer_p50_ms=statistics.median(lat_a), answer_p95_ms=_pct(lat_a, 0.95),
+            answer_p50_ms=statistics.median(lat_a), answer_p95_ms=percentile(lat_a, 0.95),
             answer_p50_cpu_ms=statistics.median(cpu_a),
         )
         out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

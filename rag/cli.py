@@ -33,7 +33,7 @@ def build(corpus: Path = CORPUS, index: Path = INDEX, model: Optional[str] = typ
     """Index aus dem Korpus aufbauen oder aktualisieren (nur Neues wird eingebettet)."""
     from tqdm import tqdm
 
-    from .store import build_index
+    from .service import RagService
 
     config = Config() if model is None else Config(model=model)
     bar = tqdm(total=100, desc="Aufbau", unit="%", leave=False, disable=not sys.stderr.isatty())
@@ -44,7 +44,7 @@ def build(corpus: Path = CORPUS, index: Path = INDEX, model: Optional[str] = typ
         bar.refresh()
 
     try:
-        idx = build_index(corpus, index, config, progress=progress)
+        idx = RagService(index, corpus, config).rebuild(progress)
     except RagError as e:
         bar.close()
         _fail(e)
@@ -95,10 +95,10 @@ def ask(
     as_json: bool = typer.Option(False, "--json", help="Antwort als JSON."),
 ) -> None:
     """Eine Frage beantworten: Zitate mit Quelle, Antwort hervorgehoben."""
-    from .api import get_index
+    from .api import service
 
     try:
-        ans = get_index(index, corpus).answer(question, k=k, mode=mode)
+        ans = service(index, corpus).answer(question, k=k, mode=mode)
     except RagError as e:
         _fail(e)
     if as_json:
@@ -121,8 +121,9 @@ def eval_(
 ) -> None:
     """Antwortqualität auf einem Fragensatz messen (Treffer im Zitat, MRR, Quellen, Enthaltung, Latenz)."""
     from .evaluation import run_eval
+    from .retrieval import MODES
 
-    if retriever is not None and retriever not in ("hybrid", "dense", "bm25", "all"):
+    if retriever is not None and retriever not in (*MODES, "all"):
         typer.echo("Fehler: --retriever muss hybrid, dense, bm25 oder all sein.", err=True)
         raise typer.Exit(2)
     try:
@@ -159,7 +160,7 @@ def serve(
 
 @app.command()
 def bench(
-    corpus: Optional[Path] = typer.Option(None, "--corpus", help="Artikel: Ordner oder 10kGNAD-CSV (Standard ../shared/data/10kGNAD-test.csv)."),
+    corpus: Optional[Path] = typer.Option(None, "--corpus", help="Artikel: Ordner oder 10kGNAD-CSV (Standard eval/data/10kGNAD-test.csv)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Nur die ersten N Artikel."),
     queries: int = typer.Option(100, "--queries", help="Anzahl Fragen für die Latenzmessung."),
     as_json: bool = typer.Option(False, "--json", help="Kennzahlen als JSON."),

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CorpusError
+from .text import SENTENCE_END
 
-__all__ = ["Document", "CorpusLoad", "load_corpus", "load_file", "MAX_FILE_BYTES", "SUFFIXES"]
+__all__ = ["Document", "CorpusLoad", "load_corpus", "load_file", "dedup_key", "MAX_FILE_BYTES", "SUFFIXES"]
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 TEXT_SUFFIXES = {".txt", ".md"}
@@ -66,9 +67,11 @@ class _Skip(CorpusError):
 # --- decoding ---------------------------------------------------------------------------------
 
 _BINARY_MAGIC = (b"%PDF", b"PK\x03\x04", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"\x1f\x8b", b"BZh", b"\x7fELF", b"\xd0\xcf\x11\xe0")
-_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+_BOMS = ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
 # Single-byte Western/Central European code pages: for a German corpus cp1252 is the right reading.
-_LATIN_FAMILY = {"cp1252", "windows_1252", "latin_1", "iso8859_1", "iso8859_15", "cp1250", "iso8859_2", "cp1257", "iso8859_4", "iso8859_9", "cp1254", "mac_roman", "mac_latin2", "cp850", "cp437"}
+_LATIN_FAMILY = {"cp1252", "windows_1252", "latin_1", "iso8859_1", "iso8859_15", "cp1250", "iso8859_2", "cp1257", "iso8859_4",
+                 "iso8859_9", "cp1254", "mac_roman", "mac_latin2", "cp850", "cp437"}
 
 
 def _textual_ratio(text: str) -> float:
@@ -150,8 +153,6 @@ def _clean_str(value: Any) -> str | None:
 
 def make_title(text: str) -> str:
     """The first real sentence (≥ 5 words, else the first), shortened at a word to ~80 chars with '…'."""
-    from .chunking import SENTENCE_END
-
     # The regex sentence splitter, not pysbd: titles are made for every article on every build.
     head = text[:800]
     cuts = [0, *(m.end() for m in re.finditer(SENTENCE_END, head)), len(head)]
@@ -249,7 +250,8 @@ def _trafilatura_config():
 
 
 _SKIP_TAGS = {"script", "style", "noscript", "template", "head", "svg", "iframe", "object"}
-_BLOCK_TAGS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "article", "section", "blockquote", "pre", "table", "ul", "ol"}
+_BLOCK_TAGS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "article", "section", "blockquote", "pre", "table",
+               "ul", "ol"}
 
 
 def _html_text_fallback(text: str) -> str:
@@ -424,7 +426,8 @@ def _walk(root: Path, load: CorpusLoad):
         stack.extend(reversed(subdirs))
 
 
-def _dedup_key(text: str) -> str:
+def dedup_key(text: str) -> str:
+    """What makes two articles duplicates: the same text up to whitespace (the loader keeps the first)."""
     return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
 
 
@@ -454,7 +457,7 @@ def load_corpus(root: str | Path) -> CorpusLoad:
         is_jsonl = path.suffix.lower() == ".jsonl"
         for doc in docs:
             where = f"{rel} ({doc.id})" if is_jsonl else rel
-            key = _dedup_key(doc.text)
+            key = dedup_key(doc.text)
             if key in by_text:
                 original = by_text[key]
                 load.duplicates.append((doc.id, original))

@@ -77,14 +77,15 @@ def _model_fingerprint(config: Config) -> str:
     path = _local_model_path(name)
     if path is None:
         return name  # unknown: loading it will fail anyway
-    return f"{_display_name(name, path)}@sha256:{_folder_hash(path)[:16]}"
+    return f"{_display_name(name, path)}@sha256:{folder_hash(path)[:16]}"
 
 
 def _display_name(name: str, path: Path) -> str:
     return path.name if Path(name).expanduser().is_dir() else name
 
 
-def _folder_hash(path: Path) -> str:
+def folder_hash(path: Path) -> str:
+    """SHA-256 over a model folder's files (names and contents): what fingerprints identify."""
     h = hashlib.sha256()
     files = sorted(
         p for p in path.rglob("*")
@@ -95,6 +96,8 @@ def _folder_hash(path: Path) -> str:
     for p in files:
         h.update(f"{p.relative_to(path).as_posix()}\0{cached_file_hash(p)}\n".encode())
     return h.hexdigest()
+
+
 
 
 def _hf_cache_snapshot(name: str) -> Path | None:
@@ -321,7 +324,7 @@ class _LeanBert:
                     w[f"{i}.{short}.w"] = f32(p + name + ".weight")
                     w[f"{i}.{short}.b"] = f32(p + name + ".bias")
             box["weights"] = w
-        except Exception as e:  # re-raised in the loading thread
+        except Exception as e:  # noqa: BLE001 - re-raised in the loading thread
             box["error"] = e
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
@@ -384,7 +387,7 @@ class _SentenceTransformerBackend:
 
             hf_logging.set_verbosity_error()
             hf_logging.disable_progress_bar()
-        except Exception:  # pragma: no cover - cosmetic only
+        except Exception:  # noqa: BLE001  # pragma: no cover - cosmetic only
             pass
         self.model = SentenceTransformer(str(path), device="cpu", local_files_only=True)
         self.model.eval()
@@ -426,7 +429,7 @@ def _make_onnx_backend(path: Path):
 
     if not _LeanBert.supports(path):
         raise ModelError(f"Das ONNX-Backend kann nur BERT-Modelle mit Mittelwert-Pooling; {path.name} ist keins.")
-    fingerprint = f"{path.name}@sha256:{_folder_hash(path)[:16]}"
+    fingerprint = f"{path.name}@sha256:{folder_hash(path)[:16]}"
     graph = onnx_path(cache_dir(), fingerprint)
     if not graph.is_file():
         try:

@@ -25,6 +25,7 @@ import statistics
 import time
 import unicodedata
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -32,15 +33,18 @@ from typing import Callable, Iterable, Sequence
 from .config import Config
 from .corpus import Document, load_corpus, make_title
 from .errors import RagError
+from .progress import Progress, progress_bar
 from .retrieval import MODES
 
 __all__ = [
     "QAItem", "QuestionResult", "normalize", "contains_answer", "load_qa", "load_jsonl_qa", "load_squad",
     "load_distractors", "documents_hash", "build_eval_index", "run_questions", "compute_metrics", "evaluate",
-    "failures", "write_failures", "format_metrics", "default_cache_dir", "run_eval",
+    "failures", "write_failures", "format_metrics", "default_cache_dir", "run_eval", "percentile", "EVAL_DIR",
 ]
 
-Progress = Callable[[float, str], None]
+# The repository's question sets and articles (see eval/README.md): the defaults of `make eval`,
+# `rag bench`, bench/peers.py and the tests.
+EVAL_DIR = Path(__file__).resolve().parent.parent / "eval"
 
 
 # ---------------------------------------------------------------- data
@@ -60,14 +64,14 @@ class QAItem:
 
 @dataclass
 class QuestionResult:
-    """One question run through `Index.answer`, with what the metrics need."""
+    """One question run through `RagService.answer`, with what the metrics need."""
 
     item: QAItem
     abstained: bool
     confidence: float
     passages: list[dict]  # doc_id, title, text, highlighted, score (the answer's quotes, best first)
     latency_ms: float
-    retrieved: list[str] | None = None  # doc ids of Index.retrieve(question, k), when the index has it
+    retrieved: list[str] | None = None  # doc ids of RagService.retrieve(question, k), when there is one
     rank: int | None = None  # 1-based rank of the first quote containing an answer
     source_hit: bool = False
     retrieval_source_hit: bool = False
@@ -107,6 +111,30 @@ def normalize(text: str) -> str:
     """NFC, one quote style, one dash, whitespace collapsed, case-folded."""
     text = unicodedata.normalize("NFC", text or "").translate(_TRANSLATE)
     return " ".join(text.split()).casefold()
+
+
+_ARTICLES = {"der", "die", "das", "den", "dem", "des", "ein", "eine", "einer", "einen", "einem", "eines", "a", "an", "the"}
+
+
+def answer_tokens(text: str) -> list[str]:
+    """SQuAD-style answer normalisation for German: case-folded words without punctuation and
+    without articles (German and English)."""
+    words = re.findall(r"\w+", normalize(text))
+    return [w for w in words if w not in _ARTICLES]
+
+
+def span_f1_em(prediction: str, answers: Iterable[str]) -> tuple[float, float]:
+    """(exact match, token F1) of a predicted answer against the best of the gold answers."""
+    pred = answer_tokens(prediction)
+    best_em = best_f1 = 0.0
+    for gold in answers:
+        ref = answer_tokens(gold)
+        best_em = max(best_em, float(pred == ref))
+        common = sum((Counter(pred) & Counter(ref)).values())
+        if common:
+            p, r = common / len(pred), common / len(ref)
+            best_f1 = max(best_f1, 2 * p * r / (p + r))
+    return best_em, best_f1
 
 
 def contains_answer(text: str, answers: Iterable[str]) -> bool:
@@ -162,7 +190,8 @@ def load_jsonl_qa(path: str | Path) -> list[QAItem]:
         if qid in seen:
             raise RagError(f"{where}: ID {qid} doppelt.")
         seen.add(qid)
-        items.append(QAItem(qid, obj["question"].strip(), _str_list(obj["answers"], where, "answers"), _str_list(obj.get("sources"), where, "sources")))
+        answers, sources = _str_list(obj["answers"], where, "answers"), _str_list(obj.get("sources"), where, "sources")
+        items.append(QAItem(qid, obj["question"].strip(), answers, sources))
     if not items:
         raise RagError(f"Keine Fragen in {path}.")
     return items
@@ -208,7 +237,8 @@ def load_squad(path: str | Path | None = None, data: dict | None = None, prefix:
                 if qid in seen:
                     qid = f"{qid}#{doc_id}"
                 seen.add(qid)
-                answers = [] if qa.get("is_impossible") else list(dict.fromkeys(a["text"] for a in qa.get("answers", []) if a.get("text", "").strip()))
+                texts = (a["text"] for a in qa.get("answers", []) if a.get("text", "").strip())
+                answers = [] if qa.get("is_impossible") else list(dict.fromkeys(texts))
                 items.append(QAItem(qid, question, answers, [doc_id]))
     if not items:
         raise RagError(f"Keine Fragen in {name}.")
@@ -254,7 +284,8 @@ def load_distractors(path: str | Path, limit: int | None = None) -> list[Documen
             text = unicodedata.normalize("NFC", (row[-1] if len(row) >= 2 else row[0]).replace("\r\n", "\n")).strip()
             if not text:
                 continue
-            docs.append(Document(id=f"{prefix}/{row_no}", text=text, title=make_title(text[:1000]), date=None, source=f"{path.name}#{row_no}"))
+            docs.append(Document(id=f"{prefix}/{row_no}", text=text, title=make_title(text[:1000]), date=None,
+                                 source=f"{path.name}#{row_no}"))
     return docs
 
 
@@ -267,16 +298,12 @@ def default_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir("rag")) / "eval"
 
 
-def _index_settings(config: Config) -> dict:
-    from .store import _settings
-
-    return _settings(config)
-
-
 def documents_hash(documents: Sequence[Document], config: Config) -> str:
     """Identifies an eval index: every document (id + content) and the settings that shape the index."""
     h = hashlib.sha256()
-    h.update(json.dumps(_index_settings(config), sort_keys=True).encode())
+    from .store import index_settings
+
+    h.update(json.dumps(index_settings(config), sort_keys=True).encode())
     for d in sorted(documents, key=lambda d: d.id):
         h.update(f"\n{d.id}\t{d.content_hash}\t{d.source}".encode("utf-8"))
     return h.hexdigest()[:16]
@@ -311,7 +338,8 @@ def build_eval_index(
         tmp = corpus_dir / f".documents.{uuid.uuid4().hex}.tmp"  # hidden: load_corpus skips it
         with open(tmp, "w", encoding="utf-8") as f:
             for d in documents:
-                f.write(json.dumps({"id": d.id, "text": d.text, "title": d.title, "date": d.date, "source": d.source, "url": d.url}, ensure_ascii=False) + "\n")
+                record = {"id": d.id, "text": d.text, "title": d.title, "date": d.date, "source": d.source, "url": d.url}
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
         os.replace(tmp, target)
     shared = cache_dir / "embcache.sqlite"
     link = index_dir / "embcache.sqlite"
@@ -335,16 +363,19 @@ def _passage_dict(p) -> dict:
     }
 
 
-def run_questions(items: Sequence[QAItem], index, k: int = 5, mode: str | None = None, progress: Progress | None = None) -> list[QuestionResult]:
-    """Ask every question with `index.answer(question, k=k, mode=mode)` and score it.
+def run_questions(
+    items: Sequence[QAItem], index, k: int = 5, mode: str | None = None, progress: Progress | None = None
+) -> list[QuestionResult]:
+    """Ask every question with `index.answer(question, k=k, mode=mode)` and score it; `index` is an
+    Index, a RagService or anything with such an `answer` method.
 
     One warm-up call first, so latencies are warm. `index.retrieve` (when present) is called
     too, untimed, for the retrieval-only source recall."""
     report = progress or (lambda frac, msg: None)
-    for name in ("_query_cache", "_sentence_vectors", "_sentence_cache"):
-        cache = getattr(index, name, None)
-        if isinstance(cache, dict):
-            cache.clear()  # memoised vectors from an earlier run would flatter the latencies
+    index = _service(index)
+    clear_caches = getattr(index, "clear_caches", None)
+    if clear_caches is not None:
+        clear_caches()  # memoised vectors from an earlier run would flatter the latencies
     if items:
         index.answer("Wer hat das gesagt?", k=k, mode=mode)  # warm-up: model and lazy tables loaded
     retrieve = getattr(index, "retrieve", None)
@@ -363,6 +394,14 @@ def run_questions(items: Sequence[QAItem], index, k: int = 5, mode: str | None =
     return results
 
 
+def _service(index):
+    """A RagService around an Index; anything else (a service, a test's stub) as it is."""
+    from .service import RagService
+    from .store import Index
+
+    return RagService.of(index) if isinstance(index, Index) else index
+
+
 def score_result(r: QuestionResult, k: int) -> QuestionResult:
     answers, sources = r.item.answers, set(r.item.sources)
     quotes = r.passages[:k]
@@ -374,7 +413,8 @@ def score_result(r: QuestionResult, k: int) -> QuestionResult:
     return r
 
 
-def _pct(values: Sequence[float], q: float) -> float | None:
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-quantile (0 ≤ q ≤ 1) of `values` by nearest rank; None for no values."""
     if not values:
         return None
     values = sorted(values)
@@ -404,7 +444,8 @@ def compute_metrics(results: Sequence[QuestionResult], k: int = 5, mode: str | N
     m["mrr"] = None if n == 0 else sum(1 / r.rank for r in answerable if r.rank) / n
     m["source_recall_at_k"] = _ratio(sum(r.source_hit for r in with_sources), len(with_sources))
     has_retrieval = any(r.retrieved is not None for r in with_sources)
-    m["retrieval_source_recall_at_k"] = _ratio(sum(r.retrieval_source_hit for r in with_sources), len(with_sources)) if has_retrieval else None
+    retrieval_hits = sum(r.retrieval_source_hit for r in with_sources)
+    m["retrieval_source_recall_at_k"] = _ratio(retrieval_hits, len(with_sources)) if has_retrieval else None
     m["highlight_accuracy"] = _ratio(sum(r.highlight_hit for r in answerable), n)
     m["answer_phrase_accuracy"] = _ratio(sum(r.phrase_hit for r in answerable), n)
     m["abstained"] = len(abstained)
@@ -416,13 +457,14 @@ def compute_metrics(results: Sequence[QuestionResult], k: int = 5, mode: str | N
     lengths = [len(p["text"]) for r in results for p in r.passages]
     m["median_quote_chars"] = statistics.median(lengths) if lengths else None
     latencies = [r.latency_ms for r in results]
-    m["latency_p50_ms"] = _pct(latencies, 0.50)
-    m["latency_p95_ms"] = _pct(latencies, 0.95)
+    m["latency_p50_ms"] = percentile(latencies, 0.50)
+    m["latency_p95_ms"] = percentile(latencies, 0.95)
     return m
 
 
 def evaluate(qa_items: Sequence[QAItem], index, k: int = 5, mode: str | None = None) -> dict:
-    """Run the questions against `index` (anything with `.answer(q, k=, mode=)`) and return the metrics."""
+    """Run the questions against `index` (an Index, a RagService or anything with `.answer(q, k=, mode=)`)
+    and return the metrics."""
     mode = mode or getattr(getattr(index, "config", None), "retriever", None)
     return compute_metrics(run_questions(qa_items, index, k=k, mode=mode), k=k, mode=mode)
 
@@ -446,7 +488,8 @@ def failures(results: Sequence[QuestionResult]) -> list[dict]:
             "source_in_quotes": r.source_hit,
             "retrieved_doc_ids": r.retrieved,
             "returned": [
-                {"doc_id": p["doc_id"], "title": p["title"], "highlighted": p["highlighted"], "answer_text": p.get("answer_text"), "score": p["score"], "text": p["text"]}
+                {"doc_id": p["doc_id"], "title": p["title"], "highlighted": p["highlighted"], "answer_text": p.get("answer_text"),
+                 "score": p["score"], "text": p["text"]}
                 for p in r.passages
             ],
         })
@@ -483,18 +526,23 @@ def format_metrics(m: dict, title: str = "") -> str:
     label = lambda s: f"  {s:<44}"  # noqa: E731
     for top in (1, 3, 5):
         if m[f"answer_in_top{top}"] is not None:
-            rows.append(label(f"Antwort im Zitat / answer in top-{top} quote") + f"{_pc(m[f'answer_in_top{top}'])} {_count(m[f'answer_in_top{top}'], n)}")
+            v = m[f"answer_in_top{top}"]
+            rows.append(label(f"Antwort im Zitat / answer in top-{top} quote") + f"{_pc(v)} {_count(v, n)}")
     rows.append(label("MRR") + ("n/a" if m["mrr"] is None else f"{m['mrr']:.3f}"))
     rows.append(label(f"Quelle in Zitaten / source recall@{k}") + _pc(m["source_recall_at_k"]))
     if m.get("retrieval_source_recall_at_k") is not None:
         rows.append(label(f"Quelle im Retrieval / retrieval recall@{k}") + _pc(m["retrieval_source_recall_at_k"]))
     rows.append(label("Hervorhebung / highlight accuracy") + f"{_pc(m['highlight_accuracy'])} {_count(m['highlight_accuracy'], n)}")
     if m.get("answer_phrase_accuracy") is not None and m["answer_phrase_accuracy"] != m["highlight_accuracy"]:
-        rows.append(label("Antwortphrase / answer phrase accuracy") + f"{_pc(m['answer_phrase_accuracy'])} {_count(m['answer_phrase_accuracy'], n)}")
+        v = m["answer_phrase_accuracy"]
+        rows.append(label("Antwortphrase / answer phrase accuracy") + f"{_pc(v)} {_count(v, n)}")
     rows.append(label("Enthaltung / abstention precision") + f"{_pc(m['abstention_precision'])} ({m['abstained']} enthalten/abstained)")
-    rows.append(label("Enthaltung / abstention recall") + f"{_pc(m['abstention_recall'])} {_count(m['abstention_recall'], m['unanswerable'])}")
-    rows.append(label("fälschlich enthalten / wrongly abstained") + f"{m['wrongly_abstained']} ({_pc(m['wrongly_abstained_rate']).strip()} der beantwortbaren/of answerable)")
-    rows.append(label("Zitatlänge / quote length (median)") + ("n/a" if m["median_quote_chars"] is None else f"{m['median_quote_chars']:.0f} Zeichen/chars"))
+    v = m["abstention_recall"]
+    rows.append(label("Enthaltung / abstention recall") + f"{_pc(v)} {_count(v, m['unanswerable'])}")
+    rate = _pc(m["wrongly_abstained_rate"]).strip()
+    rows.append(label("fälschlich enthalten / wrongly abstained") + f"{m['wrongly_abstained']} ({rate} der beantwortbaren/of answerable)")
+    chars = m["median_quote_chars"]
+    rows.append(label("Zitatlänge / quote length (median)") + ("n/a" if chars is None else f"{chars:.0f} Zeichen/chars"))
     if m["latency_p50_ms"] is not None:
         rows.append(label("Antwortzeit / latency p50 · p95") + f"{m['latency_p50_ms']:.0f} · {m['latency_p95_ms']:.0f} ms")
     return "\n".join(rows)
@@ -511,19 +559,6 @@ def result_dict(r: QuestionResult) -> dict:
 
 
 # ---------------------------------------------------------------- the command
-
-
-def _bar(desc: str, enabled: bool):
-    from tqdm import tqdm
-
-    bar = tqdm(total=100, desc=desc, unit="%", leave=False, disable=not enabled)
-
-    def progress(frac: float, msg: str) -> None:
-        bar.set_description(msg)
-        bar.n = int(frac * 100)
-        bar.refresh()
-
-    return bar, progress
 
 
 def run_eval(
@@ -565,7 +600,7 @@ def run_eval(
     if missing:
         echo(f"Warnung: {len(missing)} erwartete Quelle(n) nicht im Korpus, z. B. {', '.join(missing[:3])}")
 
-    bar, progress = _bar("Index", show_progress)
+    bar, progress = progress_bar("Index", show_progress)
     try:
         index = build_eval_index(documents, cache_dir, config, embedder=embedder, progress=progress)
     finally:
@@ -575,7 +610,7 @@ def run_eval(
     modes = list(MODES) if mode == "all" else [mode]
     by_mode: dict = {}
     for m_name in modes:
-        bar, progress = _bar(f"Fragen ({m_name or config.retriever})", show_progress)
+        bar, progress = progress_bar(f"Fragen ({m_name or config.retriever})", show_progress)
         started = time.perf_counter()
         try:
             results = run_questions(items, index, k=k, mode=m_name, progress=progress)
@@ -593,7 +628,8 @@ def run_eval(
             n = write_failures(results, path)
             echo(f"{n} Fehlschläge → {path}")
     if len(modes) > 1:
-        return metrics_json(by_mode) if as_json else format_comparison(by_mode, title=f"{file.name} · {len(index.documents)} Dokumente/documents")
+        title = f"{file.name} · {len(index.documents)} Dokumente/documents"
+        return metrics_json(by_mode) if as_json else format_comparison(by_mode, title=title)
     if as_json:
         return metrics_json(metrics)
     return format_metrics(metrics, title=f"{file.name} · {metrics['documents']} Dokumente/documents")

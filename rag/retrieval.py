@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Collection, Iterable, Mapping
 
 from .errors import QuestionError
 
 if TYPE_CHECKING:
+    from .corpus import Document
     from .store import Index
 
 log = logging.getLogger(__name__)
@@ -64,19 +65,37 @@ def clean_question(question: str, max_chars: int) -> str:
     return q
 
 
-def _allowed(index: "Index", doc_ids: Iterable[str] | None, date_from: str | None, date_to: str | None) -> set[str] | None:
-    if doc_ids is None and date_from is None and date_to is None:
-        return None
-    allowed = set(index.documents) if doc_ids is None else set(doc_ids) & set(index.documents)
-    if date_from or date_to:
-        # ISO-like strings compare correctly by prefix; an undated article is excluded by a date filter.
-        def in_range(date: str | None) -> bool:
-            if not date:
-                return False
-            return (not date_from or date[: len(date_from)] >= date_from) and (not date_to or date[: len(date_to)] <= date_to)
+def check_mode(mode: str | None, default: str) -> str:
+    """The search mode to use (`default` for None or ""); QuestionError for an unknown one."""
+    mode = mode or default
+    if mode not in MODES:
+        raise QuestionError(f"Unbekanntes Suchverfahren: {mode} (erlaubt: {', '.join(MODES)})")
+    return mode
 
-        allowed = {d for d in allowed if in_range(index.documents[d].date)}
-    return allowed
+
+@dataclass(frozen=True)
+class Filters:
+    """Which articles may answer: these ids and/or a date range (ISO-like prefixes, inclusive)."""
+
+    doc_ids: Collection[str] | None = None
+    date_from: str | None = None
+    date_to: str | None = None
+
+    def allowed(self, documents: Mapping[str, "Document"]) -> set[str] | None:
+        """The ids of `documents` that pass, or None when nothing is filtered."""
+        if self.doc_ids is None and self.date_from is None and self.date_to is None:
+            return None
+        allowed = set(documents) if self.doc_ids is None else set(self.doc_ids) & set(documents)
+        if self.date_from or self.date_to:
+            allowed = {d for d in allowed if self._in_range(documents[d].date)}
+        return allowed
+
+    def _in_range(self, date: str | None) -> bool:
+        # ISO-like strings compare correctly by prefix; an undated article is excluded by a date filter.
+        if not date:
+            return False
+        lo, hi = self.date_from, self.date_to
+        return (not lo or date[: len(lo)] >= lo) and (not hi or date[: len(hi)] <= hi)
 
 
 def rank_chunks(
@@ -88,9 +107,7 @@ def rank_chunks(
 ) -> list[tuple[int, float]]:
     """Chunk ids with fused scores, best first."""
     cfg = index.config
-    mode = mode or cfg.retriever
-    if mode not in MODES:
-        raise QuestionError(f"Unbekannter Suchmodus: {mode} (erlaubt: {', '.join(MODES)})")
+    mode = check_mode(mode, cfg.retriever)
     n = n or cfg.candidates
     # With a filter, look further down the lists so that enough allowed chunks remain.
     depth = n if allowed is None else min(len(index.chunks), n * 8)
@@ -165,19 +182,26 @@ def diversify(
     return chosen
 
 
-def retrieve(
-    index: "Index",
-    question: str,
-    k: int = 5,
-    mode: str | None = None,
-    doc_ids: Iterable[str] | None = None,
-    date_from: str | None = None,
-    date_to: str | None = None,
-) -> list[Passage]:
-    """The k best passages for a question (verbatim chunk spans, merged per article)."""
+@dataclass
+class Candidates:
+    """What retrieval found for a question: the cleaned question and the merged passages, best
+    first (not yet diversified: the answer stage ranks their sentences itself)."""
+
+    question: str
+    passages: list[Passage]
+
+
+def find_candidates(index: "Index", question: str, mode: str | None = None, filters: Filters | None = None) -> Candidates:
+    """Clean the question, rank the allowed chunks (`mode`: hybrid, dense or bm25; default from the
+    config) and merge them into passages."""
+    q = clean_question(question, index.config.max_question_chars)
+    allowed = filters.allowed(index.documents) if filters is not None else None
+    return Candidates(q, merge_spans(index, rank_chunks(index, q, mode=mode, allowed=allowed)))
+
+
+def retrieve(index: "Index", question: str, k: int = 5, mode: str | None = None, filters: Filters | None = None) -> list[Passage]:
+    """The k best passages for a question (verbatim chunk spans, merged per article, diversified)."""
     if k < 1:
         raise QuestionError("k muss mindestens 1 sein.")
-    q = clean_question(question, index.config.max_question_chars)
-    allowed = _allowed(index, doc_ids, date_from, date_to)
-    ranked = rank_chunks(index, q, mode=mode, allowed=allowed)
-    return diversify(merge_spans(index, ranked), k, penalty=index.config.diversity_penalty)
+    found = find_candidates(index, question, mode, filters)
+    return diversify(found.passages, k, penalty=index.config.diversity_penalty)

@@ -16,7 +16,6 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import logging
 import os
 import re
 import shutil
@@ -24,6 +23,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -34,12 +34,16 @@ from .chunking import Chunk, chunk_document
 from .config import Config
 from .corpus import CorpusLoad, Document, load_corpus
 from .errors import IndexCorruptError, IndexLockedError, IndexNotFoundError, RagError
+from .text import bm25_tokenize, split_sentences
 
 FORMAT_VERSION = 1
 # Bump when chunk_document's behaviour changes, so old indexes are rebuilt.
 CHUNKER_VERSION = 1
 EMBED_BATCH = 32  # small enough that a question waiting for the shared model waits briefly
-SENTENCE_CACHE = 20_000  # memoised sentence vectors per loaded index (~30 MB at 384 dims)
+# Memoised per loaded index, least recently used forgotten first:
+QUERY_CACHE = 256  # query vectors
+SENTENCE_CACHE = 20_000  # sentence vectors (~30 MB at 384 dims)
+SPAN_CACHE = 5_000  # documents' sentence spans
 KEEP_VERSIONS = 2  # the current one and its predecessor (a reader may still be opening it)
 
 Progress = Callable[[float, str], None]
@@ -177,22 +181,56 @@ class EmbeddingCache:
         self.db.close()
 
 
+class LRUCache:
+    """A bounded mapping, safe across threads, that forgets the least recently used entry first."""
+
+    def __init__(self, maxsize: int):
+        self.maxsize = maxsize
+        self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key, default=None):
+        with self._lock:
+            if key not in self._data:
+                return default
+            self._data.move_to_end(key)
+            return self._data[key]
+
+    def put(self, key, value) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
 # ---------------------------------------------------------------- the loaded index
 
 
 class Index:
-    """A loaded, immutable index version. Thread-safe for reading; everything but FAISS lives in memory."""
+    """A loaded, immutable index version: documents, chunks, vectors, BM25 and memoised derived
+    data (query and sentence vectors, sentence spans). Thread-safe for reading; everything but FAISS
+    lives in memory. Retrieval (rag.retrieval) and answering (rag.answering) are functions of it."""
 
-    def __init__(self, root: Path, version_dir: Path, manifest: dict, config: Config, embedder=None):
+    def __init__(
+        self, root: Path, version_dir: Path, manifest: dict, config: Config, embedder=None, last_build: BuildSummary | None = None
+    ):
         self.root = root
         self.version_dir = version_dir
         self.manifest = manifest
         self.config = config
         self._embedder = embedder
-        self.last_build: BuildSummary | None = None
-        self._query_cache: dict[str, np.ndarray] = {}
-        self._sentence_vectors: dict[str, np.ndarray] = {}
-        self._sentence_lock = threading.Lock()
+        self.last_build = last_build
+        self._query_vectors = LRUCache(QUERY_CACHE)
+        self._sentence_vectors = LRUCache(SENTENCE_CACHE)
+        self._sentence_spans = LRUCache(SPAN_CACHE)
         self._load_tables()
         self._load_vectors()
         self._load_bm25()
@@ -253,29 +291,46 @@ class Index:
     # -- low-level search (used by retrieval)
     def query_vector(self, query: str) -> np.ndarray:
         """The query embedding, memoised: retrieval and answer ranking both need it."""
-        vec = self._query_cache.get(query)
+        vec = self._query_vectors.get(query)
         if vec is None:
             vec = self.embedder.embed_queries([query])[0].astype(np.float32)
-            if len(self._query_cache) > 256:
-                self._query_cache.clear()
-            self._query_cache[query] = vec
+            self._query_vectors.put(query, vec)
         return vec
 
     def sentence_vectors(self, texts: Sequence[str]) -> np.ndarray:
         """Passage embeddings of answer-candidate sentences, memoised: the same passages come up
         for related questions, and embedding them is most of an answer's time."""
-        with self._sentence_lock:
-            known = {t: self._sentence_vectors[t] for t in set(texts) if t in self._sentence_vectors}
+        known = {t: v for t in set(texts) if (v := self._sentence_vectors.get(t)) is not None}
         missing = [t for t in dict.fromkeys(texts) if t not in known]
         if missing:
             # Isolated: a sentence's vector must not depend on which question first brought it up.
             vecs = self.embedder.embed_passages(missing, isolated=True)
-            known.update(zip(missing, vecs))
-            with self._sentence_lock:
-                if len(self._sentence_vectors) + len(missing) > SENTENCE_CACHE:
-                    self._sentence_vectors.clear()
-                self._sentence_vectors.update(zip(missing, vecs))
+            for t, v in zip(missing, vecs):
+                known[t] = v
+                self._sentence_vectors.put(t, v)
         return np.stack([known[t] for t in texts])
+
+    def sentences(self, doc_id: str) -> list[tuple[int, int]]:
+        """The sentence spans of a document (rag.text.split_sentences), memoised."""
+        spans = self._sentence_spans.get(doc_id)
+        if spans is None:
+            spans = split_sentences(self.documents[doc_id].text)
+            self._sentence_spans.put(doc_id, spans)
+        return spans
+
+    def _caches(self) -> dict[str, LRUCache]:
+        return {"queries": self._query_vectors, "sentence_vectors": self._sentence_vectors, "sentence_spans": self._sentence_spans}
+
+    def cache_sizes(self) -> dict[str, int]:
+        """Entries held by each memo: query vectors, sentence vectors, documents' sentence spans."""
+        return {name: len(cache) for name, cache in self._caches().items()}
+
+    def clear_caches(self, which: Iterable[str] | None = None) -> None:
+        """Forget memoised data, all of it or the memos named in `which` (names as in cache_sizes),
+        e.g. so that measured latencies include embedding the question."""
+        caches = self._caches()
+        for name in caches if which is None else which:
+            caches[name].clear()
 
     def dense_search(self, query: str, n: int) -> list[tuple[int, float]]:
         if not len(self.chunks):
@@ -301,17 +356,7 @@ class Index:
     def vectors(self, chunk_ids: Sequence[int]) -> np.ndarray:
         return self.faiss.reconstruct_batch(np.asarray(chunk_ids, dtype=np.int64))
 
-    # -- high-level API
-    def retrieve(self, question: str, k: int = 5, **filters):
-        from .retrieval import retrieve
-
-        return retrieve(self, question, k=k, **filters)
-
-    def answer(self, question: str, k: int = 3, **filters):
-        from .answer import answer
-
-        return answer(self, question, k=k, **filters)
-
+    # -- new versions
     def upsert(self, documents: Iterable[Document], progress: Progress | None = None) -> "Index":
         """Add or replace documents; returns the new index version (this object stays valid)."""
         docs = dict(self.documents)
@@ -328,24 +373,6 @@ class Index:
 
     def __len__(self) -> int:
         return len(self.documents)
-
-
-# ---------------------------------------------------------------- BM25 text processing
-
-_STEMMER = None
-
-
-def bm25_tokenize(texts: Sequence[str]) -> list[list[str]]:
-    """German BM25 terms: lower-cased words, German stop words removed, Snowball-stemmed."""
-    global _STEMMER
-    import bm25s
-    import Stemmer
-
-    if _STEMMER is None:
-        # bm25s sets its logger to DEBUG, which floods the terminal once logging is configured.
-        logging.getLogger("bm25s").setLevel(logging.WARNING)
-        _STEMMER = Stemmer.Stemmer("german")
-    return bm25s.tokenize(list(texts), stopwords="de", stemmer=_STEMMER.stemWords, return_ids=False, show_progress=False)
 
 
 # ---------------------------------------------------------------- loading
@@ -431,7 +458,7 @@ def load_index(path: str | Path, config: Config | None = None, embedder=None, ve
     _verify_files(root, version_dir, manifest)
     cfg = _config_from_manifest(manifest, config)
     if not verify_model:
-        return Index(root, version_dir, manifest, cfg, None)
+        return Index(root, version_dir, manifest, cfg, embedder)
     if embedder is not None and embedder.fingerprint != manifest["model"]["fingerprint"]:
         raise IndexCorruptError(f"Index unter {root} wurde mit einem anderen Modell gebaut. Bitte `rag build` ausführen.")
     if embedder is None:
@@ -445,9 +472,10 @@ def load_index(path: str | Path, config: Config | None = None, embedder=None, ve
 
 
 def _try_load(root: Path, config: Config, embedder) -> tuple[Index | None, str]:
-    """The previous version for an incremental build, or None with the reason for a full one."""
+    """The previous version for an incremental build, or None with the reason for a full one.
+    Its model is not checked here: the build compares fingerprints itself."""
     try:
-        return load_index(root, config, verify_model=False), ""
+        return load_index(root, config, embedder, verify_model=False), ""
     except IndexNotFoundError:
         return None, "neuer Index"
     except RagError as e:
@@ -488,7 +516,8 @@ def _fingerprint(config: Config, embedder) -> str:
     return model_fingerprint(config)
 
 
-def _settings(config: Config) -> dict:
+def index_settings(config: Config) -> dict:
+    """The settings that shape an index's content: another value means a full rebuild."""
     return {
         "model": config.model,
         "query_prompt": config.query_prompt,
@@ -514,11 +543,10 @@ def _write_version(
 
     prev, reason = _try_load(root, config, embedder)
     if prev is not None:
-        prev._embedder = embedder
         stored = prev.manifest["config"]
         if prev.manifest["model"]["fingerprint"] != fingerprint or stored["model"] != config.model:
             prev, reason = None, "anderes Modell"
-        elif stored != _settings(config):
+        elif stored != index_settings(config):
             prev, reason = None, "andere Einstellungen"
     summary.full_rebuild = prev is None and reason != "neuer Index"
     summary.reason = reason
@@ -535,7 +563,7 @@ def _write_version(
     if prev is not None and not summary.new and not summary.changed and not summary.removed:
         summary.chunks = len(prev.chunks)
         summary.seconds = time.perf_counter() - started
-        prev.last_build = summary
+        prev.last_build = summary  # prev was loaded for this build alone: no one else holds it yet
         report(1.0, "Keine Änderung")
         return prev
 
@@ -582,13 +610,11 @@ def _write_version(
     _clean_old_versions(root)
 
     manifest = _read_manifest(root, version_dir)
-    index = Index(root, version_dir, manifest, config, embedder)
     summary.chunks = len(chunks)
     summary.wrote = True
     summary.seconds = time.perf_counter() - started
-    index.last_build = summary
     report(1.0, "Fertig")
-    return index
+    return Index(root, version_dir, manifest, config, embedder, last_build=summary)
 
 
 def _embed_missing(root, chunks, vectors, config, embedder, fingerprint, summary, report) -> None:
@@ -684,7 +710,7 @@ def _write_files(root, documents, chunks, vectors, doc_chunk_ids, config, finger
         "format_version": FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": {"name": config.model, "fingerprint": fingerprint, "dim": dim},
-        "config": _settings(config),
+        "config": index_settings(config),
         "counts": {"documents": len(documents), "chunks": len(ids)},
         "next_chunk_id": next_id,
         "documents": {

@@ -1,7 +1,6 @@
 """Shared fixtures: indexes are built once per session (the real model is slow on 2 cores)."""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -9,7 +8,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "corpus"
-SHARED = ROOT.parent / "shared"
+EVAL = ROOT / "eval"  # the question sets and articles shipped with the repository (eval/README.md)
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
 
 import numpy as np
@@ -38,3 +39,21 @@ class FakeEmbedder:
 
     def embed_queries(self, texts) -> np.ndarray:
         return self._embed(list(texts))
+
+
+
+class HeldBuild:
+    """A build progress callback that stops the build at its first step at or past `at` (a fraction;
+    the default is after embedding, before the new version is written) until `release` is set, and
+    sets `reached` when it stops there: a test can act while a build is certainly in progress."""
+
+    def __init__(self, at: float = 0.9):
+        self.at = at
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, frac: float, msg: str) -> None:
+        if self.at <= frac < 1.0 and not self.reached.is_set():
+            self.reached.set()
+            if not self.release.wait(60):
+                raise TimeoutError("the held build was never released")

@@ -6,10 +6,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from conftest import SEEDS
 from rag.bench import FIELDS, HEADER_KEYS, format_report
 from rag.cli import app
-
-from conftest import SEEDS
 
 
 @pytest.mark.slow

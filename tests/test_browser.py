@@ -7,9 +7,7 @@ Screenshots land in artifacts/screenshots/ (git-ignored).
 from __future__ import annotations
 
 import shutil
-import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +21,8 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT / "corpus"
 SHOTS = ROOT / "artifacts" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync"]
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                 "--disable-sync"]
 ANSWER_DONE = ".rag-turn.rag-answered, .rag-turn.rag-abstained, .rag-turn.rag-failed"
 
 NEW_ARTICLE = """Kleinstadt (dpa) - Der Bürgermeister von Kleinstadt, Hubert Wendelmann, eröffnete die neue Lauterbrücke am 3. März 2022. Die Brücke aus Stahl und Beton ist 84 Meter lang und verbindet die Altstadt mit dem Gewerbegebiet am Mühlbach.
@@ -31,13 +30,7 @@ NEW_ARTICLE = """Kleinstadt (dpa) - Der Bürgermeister von Kleinstadt, Hubert We
 Die Bauarbeiten hatten knapp zwei Jahre gedauert und kosteten rund 4,2 Millionen Euro. Im Gemeinderat hieß es zur Eröffnung: <img src=x onerror="window.__xss=1"> <script>window.__xss=2</script> – ein Test, ob die Oberfläche Markup aus Artikeln als Text zeigt.
 
 Zur Feier kamen nach Angaben der Stadtverwaltung etwa 600 Besucherinnen und Besucher.
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+"""  # noqa: E501 - an article: one paragraph a line
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +48,7 @@ def app_server(tmp_path_factory, seed_index):
     if cache.exists():
         shutil.copy(cache, index / "embcache.sqlite")  # the seed articles are not embedded again
     demo = create_app(index, corpus, embedder=seed_index.embedder)
-    _, url, _ = launch_app(demo, host="127.0.0.1", port=_free_port(), block=False, quiet=True)
+    _, url, _ = launch_app(demo, host="127.0.0.1", port=None, block=False, quiet=True)  # the server takes a free port
     yield url, demo
     demo.close()
 
@@ -126,7 +119,8 @@ def test_question_shows_quoted_durations_with_sources(page):
     assert page.locator("#rag-viewer .rag-inquote").count() == 1
     shot(page, "frage-gipfel-1400", full_page=False)
     page.set_viewport_size({"width": 420, "height": 900})
-    time.sleep(0.3)
+    page.wait_for_function("window.innerWidth === 420")
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")  # laid out, painted
     shot(page, "frage-gipfel-420")
 
 
@@ -248,6 +242,7 @@ def test_ten_concurrent_api_clients(app_server):
         t.start()
     for t in threads:
         t.join(timeout=300)
+    assert not any(t.is_alive() for t in threads)
     assert len(results) == 10
     errors = {i: r for i, r in results.items() if isinstance(r, Exception)}
     assert not errors, errors

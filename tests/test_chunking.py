@@ -8,8 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rag.chunking import Chunk, chunk_document, split_sentences
+from rag.chunking import Chunk, chunk_document
 from rag.corpus import Document, load_corpus
+from rag.text import split_sentences
 
 SEEDS = Path(__file__).resolve().parent.parent / "corpus"
 

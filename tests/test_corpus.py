@@ -77,7 +77,8 @@ def test_date_line_parsed_and_removed(tmp_path):
 
 
 def test_front_matter(tmp_path):
-    write(tmp_path / "fm.md", "---\ntitle: Biden warnt Putin\ndate: 2021-12-07\nurl: https://example.org/a\nid: gipfel-1\n---\n\n" + ARTICLE)
+    write(tmp_path / "fm.md", "---\ntitle: Biden warnt Putin\ndate: 2021-12-07\nurl: https://example.org/a\nid: gipfel-1\n---\n\n"
+          + ARTICLE)
     write(tmp_path / "fm2.txt", "---\ntitle: Zweiter Text\ndate: 2021-12\n---\n" + ARTICLE.replace("zwei", "drei"))
     write(tmp_path / "broken.md", "---\ntitle: [kaputt\n---\n" + ARTICLE.replace("zwei", "fünf"))
     load = load_corpus(tmp_path)

@@ -8,6 +8,7 @@ fuzzing of the corpus loader and the question path.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import html as _html
 import json
@@ -25,10 +26,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fakes import FakeEmbedder
-from rag import Config, CorpusError, IndexCorruptError, QuestionError, RagError
+from rag import Config, CorpusError, IndexCorruptError, IndexLockedError, QuestionError, RagError
+from rag.answering import answer
 from rag.chunking import chunk_document
 from rag.corpus import MAX_FILE_BYTES, load_corpus, load_file
-from rag.store import build_index, load_index, manifest_checksum
+from rag.retrieval import retrieve
+from rag.store import build_index, build_lock, load_index, manifest_checksum
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*(no_silent_downcasting|copy keyword).*")
 
@@ -62,7 +65,7 @@ def signature(idx, questions=QUESTIONS) -> tuple:
     hits = []
     for q in questions:
         for mode in ("dense", "bm25"):
-            ps = idx.retrieve(q, k=5, mode=mode)
+            ps = retrieve(idx, q, k=5, mode=mode)
             scores = tuple(round(p.score, 5) for p in ps)
             best = (ps[0].doc_id, ps[0].start, ps[0].end) if len(ps) == 1 or (ps and scores[0] > scores[1]) else None
             hits.append((scores, best))
@@ -120,8 +123,10 @@ def test_one_build_over_every_kind_of_bad_file(tmp_path):
         ),
         "gross.txt": para * (5 * 1024 * 1024 // len(para.encode()) + 1),  # 5 MB+, indexed
         f"{deep_folder}/tief.txt": "Ganz unten im Ordnerbaum: Die Wahl des Bürgermeisters fand am Sonntag statt.",
-        "tief.html": "<html><body>" + "<div>" * 2000 + "<p>Tief verschachtelt: Der Zoo begrüßte ein Elefantenbaby.</p>" + "</div>" * 2000 + "</body></html>",
-        "yaml.md": "---\ntitle: !!python/object/apply:os.system ['touch " + str(tmp_path / "PWNED") + "']\n---\nDer Text über die Gemeinderatswahl.\n",
+        "tief.html": "<html><body>" + "<div>" * 2000 + "<p>Tief verschachtelt: Der Zoo begrüßte ein Elefantenbaby.</p>"
+                     + "</div>" * 2000 + "</body></html>",
+        "yaml.md": "---\ntitle: !!python/object/apply:os.system ['touch " + str(tmp_path / "PWNED") + "']\n---\n"
+                   "Der Text über die Gemeinderatswahl.\n",
     })
     with open(root / "riesig.txt", "wb") as f:  # sparse: over the size limit without writing 20 MB
         f.truncate(MAX_FILE_BYTES + 1)
@@ -156,7 +161,7 @@ def test_one_build_over_every_kind_of_bad_file(tmp_path):
                              ("Elefantenbaby Zoo", "tief"),
                              ("Feuerwehr Brand Altstadt", "skript"),
                              ("Wahl des Bürgermeisters Ordnerbaum", f"{deep_folder}/tief")]:
-        hits = loaded.retrieve(question, k=1, mode="bm25")
+        hits = retrieve(loaded, question, k=1, mode="bm25")
         assert hits and hits[0].doc_id == doc_id, (question, hits)
         assert_consistent(loaded, hits)
 
@@ -185,9 +190,9 @@ def test_hostile_questions_are_answered_or_rejected_clearly(fake_idx, name):
     db = fake_idx.version_dir / "chunks.sqlite"
     before = hashlib.sha256(db.read_bytes()).hexdigest()
     for mode in ("hybrid", "dense", "bm25"):
-        for call in (fake_idx.answer, fake_idx.retrieve):
+        for call in (answer, retrieve):
             try:
-                result = call(question, mode=mode)
+                result = call(fake_idx, question, mode=mode)
             except RagError as e:
                 assert name in ("empty", "blank", "controls_only", "lone_surrogate"), (name, e)
                 assert isinstance(e, QuestionError) and "\n" not in str(e)
@@ -207,14 +212,14 @@ def test_article_whose_text_is_its_own_id_can_be_quoted(tmp_path):
     build_index(corpus, tmp_path / "idx", embedder=FakeEmbedder())
     idx = load_index(tmp_path / "idx", PLUMBING, embedder=FakeEmbedder())
     for question in ("Wahl", "Wahl in Wien", "Wahl"):
-        ans = idx.answer(question, k=2)
+        ans = answer(idx, question, k=2)
         assert {p.doc_id for p in ans.passages} == {"Wahl", "b"}
         assert_consistent(idx, ans.passages)
 
 
 def test_html_in_questions_and_articles_is_escaped_in_the_ui(tmp_path):
     from ui import render
-    from ui.app import RagService
+    from ui.app import UIService
 
     corpus = write_corpus(tmp_path / "corpus", {
         "boese.txt": f"Der Gipfel dauerte rund zwei Stunden. {EVIL} Danach sprach Biden.",
@@ -222,9 +227,9 @@ def test_html_in_questions_and_articles_is_escaped_in_the_ui(tmp_path):
         "seite.html": "<html><head><title>&lt;script&gt;alert(2)&lt;/script&gt;</title></head><body>"
                       "<p>Der Gipfel in Genf dauerte drei Stunden &lt;img src=x onerror=alert(3)&gt; laut Agentur.</p></body></html>",
     })
-    svc = RagService(tmp_path / "idx", corpus, PLUMBING, embedder=FakeEmbedder())
+    svc = UIService(tmp_path / "idx", corpus, PLUMBING, embedder=FakeEmbedder())
     assert "<img src=x onerror=alert(3)>" in svc.index.documents["seite"].text
-    ans, hashes = svc.answer(EVIL + " Wie lange dauerte der Gipfel?", k=2)
+    ans, hashes = svc.answer_with_hashes(EVIL + " Wie lange dauerte der Gipfel?", k=2)
     assert {p.doc_id for p in ans.passages} == {"boese", "seite"}
     page = render.render_turn(EVIL, render.render_answer_body(ans, hashes), "t1")
     page += render.render_log([page]) + render.render_error(str(QuestionError(EVIL)))
@@ -242,9 +247,9 @@ def test_html_in_questions_and_articles_is_escaped_in_the_ui(tmp_path):
                                    max_size=20).map("".join)),
        mode=st.sampled_from(["hybrid", "dense", "bm25"]))
 def test_fuzz_questions_only_rag_errors_and_consistent_offsets(fake_idx, question, mode):
-    for call in (fake_idx.answer, fake_idx.retrieve):
+    for call in (answer, retrieve):
         try:
-            result = call(question, mode=mode)
+            result = call(fake_idx, question, mode=mode)
         except RagError:
             continue
         assert_consistent(fake_idx, result.passages if hasattr(result, "passages") else result)
@@ -253,44 +258,64 @@ def test_fuzz_questions_only_rag_errors_and_consistent_offsets(fake_idx, questio
 # ================================================================ crashes
 
 
-def _child_main(conn, index: str, slow_s: float, delay: float) -> None:
-    """A build process: reports its steps through `conn`, builds the corpus it is sent."""
+def _child_main(conn, index: str, stop_at: int, hold_lock: bool) -> None:
+    """A build process: builds the corpus it is sent and reports its steps through `conn`.
+
+    From `_write_files` on, every fsync, rename, replace and folder removal is a step of the write
+    phase. With `stop_at` = n the process stops before step n, reports ("stopped", step name) and
+    waits to be killed; with -1 it runs through and reports the step names with "done". With
+    `hold_lock` it reports "locked" once it holds the build lock and waits for a message before
+    it goes on."""
     import contextlib
+    import shutil
 
     import rag.store as store
 
-    def slow(fn, seconds):  # a slow disk: widens the windows between the steps of the write phase
+    steps: list[str] = []
+    writing = False
+
+    def step(fn, name):
         def wrapper(*a, **k):
-            time.sleep(seconds)
+            if writing:
+                if len(steps) == stop_at:
+                    conn.send(("stopped", name))
+                    conn.recv()  # never comes: the test kills this process here
+                steps.append(name)
             return fn(*a, **k)
         return wrapper
 
-    def marked(fn, tag):
-        def wrapper(*a, **k):
-            conn.send((tag, time.time()))
-            return fn(*a, **k)
-        return wrapper
+    real_write = store._write_files
+
+    def write_files(*a, **k):
+        nonlocal writing
+        writing = True
+        conn.send(("write", None))
+        return real_write(*a, **k)
 
     real_lock = store.build_lock
 
     @contextlib.contextmanager
     def lock(*a, **k):
+        conn.send(("locking", None))
         with real_lock(*a, **k):
-            conn.send(("locked", time.time()))
+            conn.send(("locked", None))
+            if hold_lock:
+                conn.recv()
             try:
                 yield
             finally:
-                conn.send(("unlocked", time.time()))
+                conn.send(("unlocked", None))
 
-    store._fsync_tree = slow(store._fsync_tree, slow_s)
-    store._fsync_dir = slow(store._fsync_dir, slow_s / 2)
-    store._write_files = marked(store._write_files, "write")
-    store._switch_current = marked(store._switch_current, "switch")
+    os.fsync = step(os.fsync, "fsync")
+    os.rename = step(os.rename, "rename")
+    os.replace = step(os.replace, "replace")
+    shutil.rmtree = step(shutil.rmtree, "rmtree")
+    store._write_files = write_files
     store.build_lock = lock
-    conn.send(("ready", time.time()))
+    conn.send(("ready", None))
     corpus = conn.recv()
-    store.build_index(corpus, index, embedder=FakeEmbedder(delay=delay))
-    conn.send(("done", time.time()))
+    store.build_index(corpus, index, embedder=FakeEmbedder())
+    conn.send(("done", steps))
 
 
 _MP = None
@@ -310,52 +335,55 @@ def _mp():
 
 
 class Child:
-    """A separate build process on `index` that waits for the corpus to build."""
+    """A separate build process on `index` that waits for the corpus to build (see `_child_main`)."""
 
-    def __init__(self, index: Path, slow_s: float = 0.0, delay: float = 0.0):
+    def __init__(self, index: Path, stop_at: int = -1, hold_lock: bool = False):
         ctx = _mp()
         self.conn, child_conn = ctx.Pipe()
-        self.proc = ctx.Process(target=_child_main, args=(child_conn, str(index), slow_s, delay), daemon=True)
+        self.proc = ctx.Process(target=_child_main, args=(child_conn, str(index), stop_at, hold_lock), daemon=True)
         self.proc.start()
         child_conn.close()
-        self.events: list[tuple[str, float]] = []
-        self.go_time = 0.0
+        self.events: list[tuple[str, object]] = []
 
     @property
     def seen(self) -> list[str]:
         return [tag for tag, _ in self.events]
 
-    def wait_for(self, tag: str) -> float:
-        while True:
-            if not self.conn.poll(60):
-                raise AssertionError(f"no {tag!r} from the build process: {self.events}")
+    def reports(self, tag: str, within: float):
+        """Read events until `tag` (→ True) or until `within` seconds passed without it (→ False)."""
+        deadline = time.monotonic() + within
+        while (left := deadline - time.monotonic()) > 0:
+            if not self.conn.poll(left):
+                break
             try:
                 event = self.conn.recv()
             except EOFError:
                 raise AssertionError(f"build process ended before {tag!r}: {self.events}") from None
             self.events.append(event)
             if event[0] == tag:
-                return event[1]
+                return True
+        return False
+
+    def wait_for(self, tag: str):
+        """The detail of the next `tag` event."""
+        if not self.reports(tag, 60):
+            raise AssertionError(f"no {tag!r} from the build process: {self.events}")
+        return self.events[-1][1]
 
     def go(self, corpus: Path) -> None:
         if "ready" not in self.seen:
             self.wait_for("ready")
-        self.go_time = time.time()
         self.conn.send(str(corpus))
 
-    def kill(self) -> list[str]:
+    def kill(self) -> None:
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.join(10)
-        while self.conn.poll(0):
-            try:
-                self.events.append(self.conn.recv())
-            except (EOFError, OSError):
-                break
-        return self.seen
+        assert not self.proc.is_alive()
 
     def finish(self) -> int:
         self.wait_for("done")
         self.proc.join(30)
+        assert not self.proc.is_alive()
         return self.proc.exitcode
 
 
@@ -377,36 +405,35 @@ def _two_corpora(tmp_path: Path) -> tuple[Path, Path, list[str]]:
 
 
 def test_kill_during_write_and_switch_phase_keeps_old_or_new_version(tmp_path):
-    """SIGKILL at random moments of the write phase (files, rename, CURRENT swap, cleanup), 8 times
-    on one index, each build toggling between two corpora: every time, the index loads and
-    answers exactly like the old or like the new version."""
+    """SIGKILL before chosen steps of the write phase (the version's files, its rename, the CURRENT
+    swap and after it), on one index, each build toggling between two corpora: every time the
+    index loads and answers exactly like the old version when the kill came before the swap of
+    CURRENT, and exactly like the new one after it."""
     corpus_a, corpus_b, questions = _two_corpora(tmp_path)
     root = tmp_path / "idx"
     ref = {"A": signature(build_index(corpus_a, root, embedder=FakeEmbedder()), questions)}
-    # Calibrate: how long the write phase takes here, from `_write_files` to the end of the build.
-    child = Child(root, slow_s=0.06)
+    # One build A → B that runs through names the steps of the write phase.
+    child = Child(root)
     child.go(corpus_b)
-    t_write = child.wait_for("write")
-    t_done = child.wait_for("done")
-    child.proc.join(30)
-    phase = max(0.05, t_done - t_write)
+    assert child.finish() == 0
+    steps = dict(child.events)["done"]
     ref["B"] = signature(load_index(root, embedder=FakeEmbedder()), questions)
     assert ref["A"] != ref["B"]
-    state, rng = "B", random.Random(20240601)
-    outcomes = []
-    for _ in range(8):
+    assert steps.count("rename") == 1 and steps.count("replace") == 1, steps
+    renamed, swapped = steps.index("rename"), steps.index("replace")  # the version folder; CURRENT
+    # The first step, both sides of the rename and of the swap, and steps in between.
+    kills = sorted({0, renamed // 2, renamed, renamed + 1, (renamed + swapped) // 2, swapped - 1, swapped, swapped + 1})
+    state = "B"
+    for n in kills:
         target = "A" if state == "B" else "B"
-        child = Child(root, slow_s=0.06)
+        child = Child(root, stop_at=n)
         child.go(corpus_a if target == "A" else corpus_b)
-        child.wait_for("write")
-        time.sleep(rng.uniform(0, phase))
-        seen = child.kill()
+        name = child.wait_for("stopped")
+        child.kill()
         got = signature(load_index(root, embedder=FakeEmbedder()), questions)
-        assert got in (ref[state], ref[target]), f"neither old nor new version after a kill at {seen}"
-        state = target if got == ref[target] else state
-        outcomes.append((seen[-1], "new" if state == target else "old"))
-    # Most kills must have landed inside the write phase (before the build finished).
-    assert sum(last != "done" for last, _ in outcomes) >= 4, outcomes
+        expected = target if n > swapped else state
+        assert got == ref[expected], f"killed before step {n} ({name}) of {steps}: not the {'new' if n > swapped else 'old'} version"
+        state = expected
     # The next build clears what the killed ones left behind.
     final = build_index(corpus_a, root, embedder=FakeEmbedder())
     assert signature(final, questions) == ref["A"]
@@ -417,21 +444,20 @@ def test_two_build_processes_serialise_on_the_lock(tmp_path):
     corpus_a, corpus_b, questions = _two_corpora(tmp_path)
     root = tmp_path / "idx"
     build_index(corpus_a, root, embedder=FakeEmbedder())
-    first, second = Child(root, slow_s=0.05, delay=0.02), Child(root, slow_s=0.05, delay=0.02)
-    first.wait_for("ready")
-    second.wait_for("ready")
+    first, second = Child(root, hold_lock=True), Child(root)
     first.go(corpus_b)
+    first.wait_for("locked")  # the first holds the lock until it is told to go on
     second.go(corpus_a)
-    assert first.finish() == 0 and second.finish() == 0
-    spans = []
-    for child, corpus in ((first, "B"), (second, "A")):
-        times = dict(child.events)
-        spans.append((times["locked"], times["unlocked"], corpus))
-    spans.sort()
-    assert spans[0][1] <= spans[1][0], spans  # one after the other, never at once
-    assert max(first.go_time, second.go_time) < spans[0][1]  # and the second really had to wait
+    second.wait_for("locking")
+    with pytest.raises(IndexLockedError):  # nobody else gets it meanwhile: not this process …
+        with build_lock(root, timeout=0):
+            pass
+    assert not second.reports("locked", within=1.0), second.events  # … nor the second build
+    first.conn.send("go on")
+    assert first.finish() == 0
+    assert second.finish() == 0 and "locked" in second.seen  # it got the lock once it was free
     ref_root = tmp_path / "ref"
-    build_index(corpus_a if spans[1][2] == "A" else corpus_b, ref_root, embedder=FakeEmbedder())
+    build_index(corpus_a, ref_root, embedder=FakeEmbedder())  # the second build, A, came last
     idx = load_index(root, embedder=FakeEmbedder())
     assert idx.faiss.ntotal == len(idx.chunks)
     assert signature(idx, questions) == signature(load_index(ref_root, embedder=FakeEmbedder()), questions)
@@ -439,25 +465,34 @@ def test_two_build_processes_serialise_on_the_lock(tmp_path):
 
 def test_upsert_and_delete_wait_for_a_running_build(tmp_path):
     from rag.corpus import Document
-    from rag.store import build_lock
 
     corpus = write_corpus(tmp_path / "corpus", ARTICLES)
     idx = build_index(corpus, tmp_path / "idx", embedder=FakeEmbedder())
-    held, released = threading.Event(), []
+    held, release, order, result = threading.Event(), threading.Event(), [], {}
 
     def other_writer():
         with build_lock(tmp_path / "idx"):
             held.set()
-            time.sleep(0.4)
-            released.append(time.monotonic())
+            release.wait(60)
+            order.append("other writer done")
 
-    t = threading.Thread(target=other_writer)
-    t.start()
-    held.wait(10)
-    bigger = idx.upsert([Document(id="neu", text="Die ÖBB kündigten einen Streik an.", title="Streik", date=None, source="neu.txt")])
-    done = time.monotonic()
-    t.join()
-    assert released and done >= released[0]  # it waited for the lock
+    def upsert():
+        doc = Document(id="neu", text="Die ÖBB kündigten einen Streik an.", title="Streik", date=None, source="neu.txt")
+        result["bigger"] = idx.upsert([doc])
+        order.append("upsert done")
+
+    writer, upserter = threading.Thread(target=other_writer), threading.Thread(target=upsert)
+    writer.start()
+    assert held.wait(10)
+    upserter.start()
+    upserter.join(1.0)
+    assert upserter.is_alive()  # it waits for the lock …
+    release.set()
+    for t in (writer, upserter):
+        t.join(30)
+        assert not t.is_alive()
+    assert order == ["other writer done", "upsert done"]  # … and goes on once it is free
+    bigger = result["bigger"]
     smaller = bigger.delete(["neu"])
     assert "neu" in bigger.documents and "neu" not in smaller.documents
     assert load_index(tmp_path / "idx", embedder=FakeEmbedder()).version_dir == smaller.version_dir
@@ -498,7 +533,8 @@ DAMAGE = {
     "manifest_key_missing": (lambda root, v: _edit_manifest(v, lambda m: m.pop("model")), "manifest"),
     # Valid JSON, right types, only a number changed: caught by the manifest's own checksum
     # (else the next incremental build would hand out chunk ids that are already taken).
-    "manifest_value_altered": (lambda root, v: _sub_bytes(v / "manifest.json", rb'"next_chunk_id": \d+', rb'"next_chunk_id": 1'), "manifest"),
+    "manifest_value_altered": (
+        lambda root, v: _sub_bytes(v / "manifest.json", rb'"next_chunk_id": \d+', rb'"next_chunk_id": 1'), "manifest"),
     "manifest_not_object": (lambda root, v: (v / "manifest.json").write_text("[1, 2]"), "manifest"),
     "other_model": (lambda root, v: _edit_manifest(v, lambda m: m["model"].update(fingerprint="andere@1")), "Modell"),
     "other_format": (lambda root, v: _edit_manifest(v, lambda m: m.update(format_version=2)), "Format"),
@@ -593,16 +629,17 @@ def test_stray_folders_in_the_index_do_not_break_builds(pristine, tmp_path):
 
 def test_twenty_clients_are_answered_correctly_during_rebuilds(tmp_path):
     from ui import render
-    from ui.app import RagService
+    from ui.app import UIService
 
     corpus = write_corpus(tmp_path / "corpus", ARTICLES)
-    svc = RagService(tmp_path / "idx", corpus, PLUMBING, embedder=FakeEmbedder())
+    svc = UIService(tmp_path / "idx", corpus, PLUMBING, embedder=FakeEmbedder())
     expected = {"Derby Rapid Wien drei zu eins": "fussball", "Videogipfel Biden Putin zwei Stunden": "gipfel",
                 "Wien regnete Dienstag Temperaturen": "wetter"}
     errors: list[BaseException] = []
     answered = []
     stop = threading.Event()
     swaps = []
+    more_answers = threading.Condition()
 
     def client(n: int) -> None:
         try:
@@ -611,7 +648,7 @@ def test_twenty_clients_are_answered_correctly_during_rebuilds(tmp_path):
                 question = list(expected)[(n + i) % 3]
                 mode = ("hybrid", "bm25", "dense")[(n + i) % 3]
                 idx_before = svc.index
-                ans, hashes = svc.answer(question, k=2, mode=mode)
+                ans, hashes = svc.answer_with_hashes(question, k=2, mode=mode)
                 assert ans.passages and set(hashes) == {p.doc_id for p in ans.passages}
                 top = ans.passages[0]
                 if mode != "dense":  # the fake model's dense ranking is no quality claim
@@ -622,10 +659,23 @@ def test_twenty_clients_are_answered_correctly_during_rebuilds(tmp_path):
                 else:
                     raise AssertionError("passages match no index version")
                 assert "<mark>" in render.render_answer_body(ans, hashes)
-                answered.append(n)
+                with more_answers:
+                    answered.append(n)
+                    more_answers.notify_all()
                 i += 1
         except BaseException as e:  # noqa: BLE001 - reported below
             errors.append(e)
+
+    waited: list[bool] = []  # per rebuild: did the clients get 20 answers while it waited?
+
+    def answers_during_the_build(frac: float, msg: str) -> None:
+        """A slow build (it waits at its first step after embedding) that does not hold the shared
+        model meanwhile: it goes on once the clients have got 20 more answers."""
+        if frac >= 0.9 and len(waited) < len(swaps) + 1:
+            mark = len(answered)
+            with more_answers:
+                waited.append(more_answers.wait_for(lambda: len(answered) >= mark + 20 or bool(errors), timeout=60))
+            assert waited[-1], "no answers during the rebuild"
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(20)]
     for t in threads:
@@ -633,15 +683,17 @@ def test_twenty_clients_are_answered_correctly_during_rebuilds(tmp_path):
     try:
         for i in range(3):  # rebuild and swap while the clients ask
             new = corpus / "neu.txt"
-            change = (lambda: new.write_text(f"Die Nato verlegte {i} Truppen nach Polen.", encoding="utf-8")) if i % 2 == 0 else new.unlink
-            # A slow build (its progress steps wait) that does not hold the shared model meanwhile.
-            idx, _ = svc.rebuild(progress=lambda frac, msg: time.sleep(0.1), change=change)
+            text = f"Die Nato verlegte {i} Truppen nach Polen."
+            change = functools.partial(new.write_text, text, encoding="utf-8") if i % 2 == 0 else new.unlink
+            idx = svc.rebuild(progress=answers_during_the_build, change=change)
             swaps.append(idx)
     finally:
         stop.set()
         for t in threads:
             t.join(60)
+    assert not any(t.is_alive() for t in threads)
     assert not errors, errors[:3]
+    assert waited == [True, True, True]
     assert len(set(answered)) == 20 and len(answered) >= 60
     assert len({id(s) for s in swaps}) == 3 and svc.index is swaps[-1] and "neu" in swaps[-1].documents
 
@@ -657,17 +709,17 @@ def test_memory_stays_bounded_over_repeated_questions(fake_idx):
     import gc
 
     for i in range(20):
-        fake_idx.answer(f"Wie lange dauerte der Videogipfel {i}?")
+        answer(fake_idx, f"Wie lange dauerte der Videogipfel {i}?")
     gc.collect()
     before = _rss_mb()
     for i in range(200):
-        fake_idx.answer(f"Wie lange dauerte der Gipfel Nummer {i} in Wien?", mode=("hybrid", "bm25", "dense")[i % 3])
+        answer(fake_idx, f"Wie lange dauerte der Gipfel Nummer {i} in Wien?", mode=("hybrid", "bm25", "dense")[i % 3])
     gc.collect()
     grown = _rss_mb() - before
     assert grown < 40, f"RSS grew by {grown:.1f} MB over 200 questions"
     for i in range(1000):
         fake_idx.query_vector(f"Frage {i}")
-    assert len(fake_idx._query_cache) <= 257
+    assert fake_idx.cache_sizes()["queries"] <= 256
 
 
 def test_sentence_vector_cache_is_bounded(tmp_path, monkeypatch):
@@ -676,13 +728,13 @@ def test_sentence_vector_cache_is_bounded(tmp_path, monkeypatch):
     corpus_a, _, _ = _two_corpora(tmp_path)
     build_index(corpus_a, tmp_path / "idx", embedder=FakeEmbedder())
     fake = FakeEmbedder()
-    idx = load_index(tmp_path / "idx", PLUMBING, embedder=fake)
     monkeypatch.setattr(rag.store, "SENTENCE_CACHE", 50)
+    idx = load_index(tmp_path / "idx", PLUMBING, embedder=fake)
     words = sorted({w for d in idx.documents.values() for w in d.text.split()[3:]})
     largest = 0
     for i in range(40):
-        idx.answer(" ".join(words[i * 7 : i * 7 + 4]))
-        largest = max(largest, len(idx._sentence_vectors))
+        answer(idx, " ".join(words[i * 7 : i * 7 + 4]))
+        largest = max(largest, idx.cache_sizes()["sentence_vectors"])
     assert fake.embedded > 200  # far more sentences went through the cache than it may hold
     assert largest <= 50 + 100  # the limit plus one answer's candidate sentences
 
@@ -690,25 +742,47 @@ def test_sentence_vector_cache_is_bounded(tmp_path, monkeypatch):
 # ================================================================ web
 
 
-def test_server_binds_localhost_by_default():
-    import inspect
+def _listening(port: int) -> set[str]:
+    """The local addresses on which a socket of this machine listens on TCP `port` (Linux)."""
+    found = set()
+    for table, family in (("/proc/net/tcp", socket.AF_INET), ("/proc/net/tcp6", socket.AF_INET6)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr, _, hex_port = local.partition(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(addr)
+                raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))  # words in host order
+                found.add(socket.inet_ntop(family, raw))
+    return found
 
-    import typer.main
+
+def test_server_binds_localhost_by_default(tmp_path, monkeypatch):
+    from urllib.parse import urlsplit
+
+    from typer.testing import CliRunner
 
     from rag.cli import app
-    from ui.app import launch_app, serve
+    from ui.app import create_app, launch_app
 
-    assert inspect.signature(serve).parameters["host"].default == "127.0.0.1"
-    assert inspect.signature(launch_app).parameters["host"].default == "127.0.0.1"
-    cmd = typer.main.get_command(app).commands["serve"]
-    params = {p.name: p for p in cmd.params}
-    assert params["host"].default == "127.0.0.1" and params["auth"].default is None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("no /proc/net/tcp")
+    corpus = write_corpus(tmp_path / "corpus", ARTICLES)
+    demo = create_app(tmp_path / "idx", corpus, config=PLUMBING, embedder=FakeEmbedder(), examples=[])
+    _, url, _ = launch_app(demo, port=None, block=False, quiet=True)  # no host given; the server takes a free port
+    try:
+        assert _listening(urlsplit(url).port) == {"127.0.0.1"}
+    finally:
+        demo.close()
+    # `rag serve` without options asks for exactly that: localhost, no login.
+    seen = {}
+    monkeypatch.setattr("ui.app.serve", lambda *a, **k: seen.update(k))
+    res = CliRunner().invoke(app, ["serve"])
+    assert res.exit_code == 0, res.output
+    assert seen["host"] == "127.0.0.1" and seen["auth"] is None
 
 
 def _other_address() -> str | None:
@@ -729,10 +803,10 @@ def test_login_required_when_auth_is_set_and_only_localhost_listens(tmp_path):
 
     corpus = write_corpus(tmp_path / "corpus", ARTICLES)
     demo = create_app(tmp_path / "idx", corpus, config=PLUMBING, embedder=FakeEmbedder(), auth=parse_auth("anna:geheim"), examples=[])
-    port = _free_port()
-    _, url, _ = launch_app(demo, port=port, block=False, quiet=True)
+    _, url, _ = launch_app(demo, port=None, block=False, quiet=True)  # the server takes a free port
     try:
         assert url.startswith("http://127.0.0.1:")
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
         with httpx.Client(base_url=url, timeout=10) as anon:
             for path in ("config", "gradio_api/info"):
                 assert anon.get(path).status_code == 401
@@ -774,8 +848,11 @@ def test_uploads_never_write_through_symlinks_or_onto_folders(tmp_path):
     assert sorted(p.name for p in corpus.iterdir()) == ["ordner.txt", "ziel.txt"]
 
 
+_NAME_PARTS = ["..", "/", "\\", ".", "a", "ä", " ", "~", "C:", ".txt", ".md", "\x00", "%2e"]
+
+
 @settings(max_examples=100, deadline=None)
-@given(name=st.text(max_size=40) | st.lists(st.sampled_from(["..", "/", "\\", ".", "a", "ä", " ", "~", "C:", ".txt", ".md", "\x00", "%2e"]), max_size=8).map("".join))
+@given(name=st.text(max_size=40) | st.lists(st.sampled_from(_NAME_PARTS), max_size=8).map("".join))
 def test_fuzz_upload_names_stay_inside_the_corpus(tmp_path_factory, name):
     from ui.files import ALLOWED_SUFFIXES, UploadError, sanitize_filename
 
@@ -789,11 +866,11 @@ def test_fuzz_upload_names_stay_inside_the_corpus(tmp_path_factory, name):
 
 
 def test_article_viewer_serves_only_indexed_articles_for_any_payload(tmp_path):
-    from ui.app import RagService
+    from ui.app import UIService
 
     corpus = write_corpus(tmp_path / "corpus", ARTICLES)
     (tmp_path / "geheim.txt").write_text("Geheimes Passwort Zebra.", encoding="utf-8")
-    svc = RagService(tmp_path / "idx", corpus, PLUMBING, embedder=FakeEmbedder())
+    svc = UIService(tmp_path / "idx", corpus, PLUMBING, embedder=FakeEmbedder())
     gipfel = svc.index.documents["gipfel"]
     payloads = [
         None, 0, [], "", "null", "[" * 100_000, '{"doc": 1}', {"doc": None}, {"doc": ["gipfel"]},

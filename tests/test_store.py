@@ -15,6 +15,7 @@ import pytest
 
 from fakes import FakeEmbedder
 from rag import Config, IndexCorruptError, IndexNotFoundError
+from rag.retrieval import retrieve
 from rag.store import build_index, load_index
 
 ARTICLES = {
@@ -41,7 +42,7 @@ def test_build_and_load_roundtrip_keeps_offsets(corpus, tmp_path):
     assert set(idx.documents) == {"gipfel", "wetter", "fussball"}
     loaded = load_index(tmp_path / "idx", embedder=FakeEmbedder())
     assert loaded.manifest["counts"] == {"documents": 3, "chunks": len(loaded.chunks)}
-    hits = loaded.retrieve("Wie lange dauerte der Videogipfel?", k=2)
+    hits = retrieve(loaded, "Wie lange dauerte der Videogipfel?", k=2)
     assert hits[0].doc_id == "gipfel"
     doc = loaded.documents[hits[0].doc_id]
     assert doc.text[hits[0].start : hits[0].end] == hits[0].text
@@ -122,7 +123,7 @@ def test_truncated_index_file_raises_clear_error_and_build_repairs(corpus, tmp_p
         load_index(tmp_path / "idx", embedder=FakeEmbedder())
     repaired = build_index(corpus, tmp_path / "idx", embedder=FakeEmbedder())
     assert repaired.last_build.full_rebuild
-    assert load_index(tmp_path / "idx", embedder=FakeEmbedder()).retrieve("Derby Rapid", k=1)[0].doc_id == "fussball"
+    assert retrieve(load_index(tmp_path / "idx", embedder=FakeEmbedder()), "Derby Rapid", k=1)[0].doc_id == "fussball"
 
 
 def test_index_from_other_model_is_rejected_on_load(corpus, tmp_path):
@@ -202,7 +203,7 @@ def test_build_killed_midway_leaves_previous_index_answering(tmp_path, kill_afte
     corpus = write_corpus(tmp_path / "corpus", ARTICLES)
     root = tmp_path / "idx"
     build_index(corpus, root, embedder=FakeEmbedder())
-    before = [p.doc_id for p in load_index(root, embedder=FakeEmbedder()).retrieve("Derby Rapid Wien", k=3)]
+    before = [p.doc_id for p in retrieve(load_index(root, embedder=FakeEmbedder()), "Derby Rapid Wien", k=3)]
     # Many new articles so the killed build is busy embedding, chunking or writing.
     write_corpus(corpus, {f"neu{i}.txt": f"Artikel {i} über Verkehr in Linz. " * 40 for i in range(40)})
     script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), corpus=str(corpus), index=str(root))
@@ -214,7 +215,31 @@ def test_build_killed_midway_leaves_previous_index_answering(tmp_path, kill_afte
     idx = load_index(root, embedder=FakeEmbedder())  # old or new version, never a broken one
     assert idx.faiss.ntotal == len(idx.chunks)
     if len(idx.documents) == 3:
-        assert [p.doc_id for p in idx.retrieve("Derby Rapid Wien", k=3)] == before
+        assert [p.doc_id for p in retrieve(idx, "Derby Rapid Wien", k=3)] == before
     rebuilt = build_index(corpus, root, embedder=FakeEmbedder())
     assert len(rebuilt.documents) == 43
     assert not list(root.glob(".tmp-*"))
+
+
+def test_memos_forget_the_least_recently_used_entry_first():
+    from rag.store import LRUCache
+
+    cache = LRUCache(2)
+    cache.put("a", 1)
+    cache.put("b", 2)
+    assert cache.get("a") == 1  # "a" is now the most recently used
+    cache.put("c", 3)
+    assert (cache.get("a"), cache.get("b"), cache.get("c"), len(cache)) == (1, None, 3, 2)
+
+
+def test_index_memos_are_cleared_through_one_method(fake_seed_index):
+    from rag.answering import answer
+
+    idx = load_index(fake_seed_index.root, Config(abstain_threshold=-1.0), embedder=FakeEmbedder())
+    answer(idx, "Wie lange dauerte der Videogipfel?")
+    sizes = idx.cache_sizes()
+    assert sizes["queries"] == 1 and sizes["sentence_vectors"] > 0 and sizes["sentence_spans"] > 0
+    idx.clear_caches(["queries"])
+    assert idx.cache_sizes() == {**sizes, "queries": 0}
+    idx.clear_caches()
+    assert idx.cache_sizes() == {"queries": 0, "sentence_vectors": 0, "sentence_spans": 0}

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from fakes import FakeEmbedder
+from fakes import FakeEmbedder, HeldBuild
 from rag import Config
 from rag.corpus import Document
 from ui import render
@@ -77,7 +75,8 @@ def test_agreement_line_is_shown():
     text = "Das Treffen dauerte rund zwei Stunden."
     a = text.index("rund")
     ps = [_passage(text, (a, a + 17), doc_id="a"), _passage(text, (a, a + 17), doc_id="b")]
-    agr = {"phrases": [["a", "rund zwei Stunden"], ["b", "rund zwei Stunden"]], "agree": True, "line": "2 Quellen stimmen überein: rund zwei Stunden · rund zwei Stunden"}
+    agr = {"phrases": [["a", "rund zwei Stunden"], ["b", "rund zwei Stunden"]], "agree": True,
+           "line": "2 Quellen stimmen überein: rund zwei Stunden · rund zwei Stunden"}
     html = render.render_answer_body(_answer("Wie lange?", ps, agreement=agr))
     assert "rag-agree" in html and "2 Quellen stimmen überein" in html
     assert html.count('class="rag-card"') == 2
@@ -195,7 +194,8 @@ def test_remove_article_deletes_txt_and_blanks_jsonl_line(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "a.txt").write_text("Artikel A.", encoding="utf-8")
-    lines = [json.dumps({"id": "j1", "text": "Erster Artikel."}), json.dumps({"text": "Zweiter Artikel."}), json.dumps({"id": "j3", "text": "Dritter."})]
+    records = ({"id": "j1", "text": "Erster Artikel."}, {"text": "Zweiter Artikel."}, {"id": "j3", "text": "Dritter."})
+    lines = [json.dumps(r) for r in records]
     (corpus / "viele.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     from rag.corpus import load_corpus
 
@@ -230,7 +230,7 @@ def fake_app(tmp_path_factory):
 
 def test_service_answers_and_serves_only_indexed_articles(fake_app):
     svc = fake_app.rag_service
-    ans, hashes = svc.answer("Wie lange dauerte der Videogipfel zwischen Biden und Putin?", k=2, mode="bm25")
+    ans, hashes = svc.answer_with_hashes("Wie lange dauerte der Videogipfel zwischen Biden und Putin?", k=2, mode="bm25")
     assert ans.passages and set(hashes) == {p.doc_id for p in ans.passages}
     p = ans.passages[0]
     html = svc.article_html(render.open_payload(p.to_dict(), hashes[p.doc_id]))
@@ -240,9 +240,9 @@ def test_service_answers_and_serves_only_indexed_articles(fake_app):
     stale = svc.article_html({"doc": p.doc_id, "start": 0, "end": 5, "hash": "alt"})
     assert "geändert" in stale and "rag-inquote" not in stale
     with pytest.raises(Exception, match="zwischen 1 und 5"):
-        svc.answer("Frage?", k=9)
+        svc.answer_with_hashes("Frage?", k=9)
     with pytest.raises(Exception, match="Suchverfahren"):
-        svc.answer("Frage?", mode="sql")
+        svc.answer_with_hashes("Frage?", mode="sql")
 
 
 def test_upload_rebuild_remove_roundtrip(fake_app, tmp_path):
@@ -262,26 +262,24 @@ def test_questions_are_answered_from_the_old_index_during_a_rebuild(tmp_path):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "gipfel.txt").write_text("Der Videogipfel dauerte rund zwei Stunden.", encoding="utf-8")
-    slow = FakeEmbedder(delay=1.0)
-    svc = create_app(tmp_path / "index", corpus, config=Config(abstain_threshold=-1.0), embedder=slow).rag_service
+    svc = create_app(tmp_path / "index", corpus, config=Config(abstain_threshold=-1.0), embedder=FakeEmbedder()).rag_service
     old = svc.index
     (corpus / "neu.txt").write_text("Die Nato verlegte Truppen nach Polen.", encoding="utf-8")
-    t = threading.Thread(target=svc.rebuild)
+    held = HeldBuild()  # the rebuild stops after embedding the new article, before writing the version
+    t = threading.Thread(target=svc.rebuild, kwargs={"progress": held})
     t.start()
-    time.sleep(0.3)
-    assert svc.index is old  # still building
-    ans, _ = svc.answer("Wie lange dauerte der Videogipfel?", mode="bm25")
-    # Answered from the old version (the new article is not visible yet), not refused or failed.
-    assert ans.passages[0].doc_id == "gipfel" and "neu" not in {p.doc_id for p in ans.passages}
-    t.join()
+    try:
+        assert held.reached.wait(30), "the rebuild never got past embedding"
+        assert svc.index is old  # still building
+        ans, _ = svc.answer_with_hashes("Wie lange dauerte der Videogipfel?", mode="bm25")
+        # Answered from the old version (the new article is not visible yet), not refused or failed.
+        assert ans.passages[0].doc_id == "gipfel" and "neu" not in {p.doc_id for p in ans.passages}
+    finally:
+        held.release.set()
+        t.join(60)
+    assert not t.is_alive()
     assert svc.index is not old and "neu" in svc.index.documents
     assert "neu" not in old.documents  # the old object was never changed
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_answer_api_endpoint(fake_app):
@@ -289,7 +287,7 @@ def test_answer_api_endpoint(fake_app):
 
     from ui.app import launch_app
 
-    _, url, _ = launch_app(fake_app, port=_free_port(), block=False, quiet=True)
+    _, url, _ = launch_app(fake_app, port=None, block=False, quiet=True)  # the server takes a free port
     try:
         client = Client(url, verbose=False)
         info = client.view_api(print_info=False, return_format="dict")

@@ -3,11 +3,12 @@
     from ui.app import create_app, serve
     serve("corpus", "index")                       # what `rag serve` runs
 
-The answer function is also a named API endpoint (`/answer`), see ui/README_SECTION.md.
+The answer function is also a named API endpoint (`/answer`, see `answer` in `create_app`).
 
-Concurrency: questions are answered from the Index object held by `RagService`; a rebuild builds
-a new version next to it and swaps the reference under a lock, so questions asked during a rebuild
-are answered from the previous version. Rebuilds, uploads and removals are serialised.
+Concurrency: questions are answered from the index version held by the shared `rag.service.RagService`
+(here `UIService`); a rebuild builds a new version next to it and swaps the reference under a lock,
+so questions asked during a rebuild are answered from the previous version. Rebuilds, uploads and
+removals are serialised.
 """
 from __future__ import annotations
 
@@ -25,15 +26,16 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 
+from rag import api as rag_api  # noqa: E402
 from rag.config import Config  # noqa: E402
-from rag.errors import CorpusError, IndexCorruptError, IndexNotFoundError, QuestionError, RagError  # noqa: E402
+from rag.errors import CorpusError, QuestionError, RagError  # noqa: E402
+from rag.service import RagService  # noqa: E402
 
 from . import render  # noqa: E402
 from .files import ALLOWED_SUFFIXES, MAX_UPLOAD_BYTES, UploadError, remove_article, save_upload  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-MODES = ("hybrid", "dense", "bm25")
 MODE_CHOICES = [("Hybrid (empfohlen)", "hybrid"), ("Bedeutung (dense)", "dense"), ("Stichwörter (BM25)", "bm25")]
 K_MIN, K_MAX = 1, 5
 MAX_TURNS = 50
@@ -77,60 +79,27 @@ def _load_embedder(config: Config):
     return load_embedder(config)
 
 
-class RagService:
-    """Holds the current Index; answers questions; rebuilds, uploads and removes articles."""
+class UIService(RagService):
+    """The shared RagService (rag.service) with what the UI adds: one embedding model for questions
+    and rebuilds, the article viewer, uploads and removals, and the UI's limit on quotes. A damaged
+    index is rebuilt on start; rag.answer in this process answers from this service too."""
 
     def __init__(self, index_path, corpus_path, config: Config | None = None, embedder=None, progress: Progress | None = None):
-        self.index_path = Path(index_path)
-        self.corpus_path = Path(corpus_path)
-        self.config = config or Config()
-        self._ref_lock = threading.Lock()
-        self._build_lock = threading.Lock()
-        self.building = False
-        self.updated = time.time()
+        config = config or Config()
         if embedder is None:
-            embedder = _load_embedder(self.config)
-        self.embedder = embedder if isinstance(embedder, LockedEmbedder) else LockedEmbedder(embedder)
-        self._index = self._open(progress)
-
-    # -- index
-    def _open(self, progress: Progress | None):
-        from rag.store import build_index, load_index
-
+            embedder = _load_embedder(config)
+        if not isinstance(embedder, LockedEmbedder):
+            embedder = LockedEmbedder(embedder)
+        super().__init__(index_path, corpus_path, config, embedder, repair=True, lock_timeout=600)
         if not self.corpus_path.is_dir():
             raise CorpusError(f"Korpusordner nicht gefunden: {self.corpus_path}")
-        try:
-            idx = load_index(self.index_path, self.config, embedder=self.embedder)
-        except (IndexNotFoundError, IndexCorruptError) as e:
-            log.warning("%s – Index wird aufgebaut.", e)
-            idx = build_index(self.corpus_path, self.index_path, self.config, embedder=self.embedder, progress=progress)
-        from rag.api import set_index
-
-        set_index(idx)
-        return idx
-
-    @property
-    def index(self):
-        with self._ref_lock:
-            return self._index
-
-    def _swap(self, idx) -> None:
-        from rag.api import set_index
-
-        with self._ref_lock:
-            self._index = idx
-            self.updated = time.time()
-        set_index(idx)
+        self.open(progress)
+        rag_api.register(self)
 
     # -- questions
-    def answer(self, question: str, k: int = 3, mode: str | None = None):
+    def answer_with_hashes(self, question: str, k: int = 3, mode: str | None = None, filters=None):
         """(Answer, content hashes of the quoted articles) from the current index version."""
-        k = _check_k(k)
-        mode = _check_mode(mode)
-        idx = self.index  # one version for the whole answer, even if a rebuild swaps meanwhile
-        ans = idx.answer(question, k=k, mode=mode)
-        hashes = {p.doc_id: idx.documents[p.doc_id].content_hash for p in ans.passages if p.doc_id in idx.documents}
-        return ans, hashes
+        return super().answer_with_hashes(question, _check_k(k), mode, filters)
 
     def article_html(self, payload: Any) -> str:
         """The article viewer for a quote card's payload; only indexed articles are served."""
@@ -161,24 +130,7 @@ class RagService:
             note = "Der Artikel wurde seit dieser Antwort geändert; die zitierte Stelle kann nicht mehr markiert werden."
         return render.render_article(doc, quote, hl, note)
 
-    # -- corpus administration (all serialised on the build lock)
-    def rebuild(self, progress: Progress | None = None, change: Callable[[], Any] | None = None):
-        """Apply `change` to the corpus folder (under the lock), then rebuild and swap. → (Index, change result)."""
-        from rag.store import build_index
-
-        report = progress or (lambda f, m: None)
-        if self._build_lock.locked():
-            report(0.0, "Warte auf laufenden Aufbau …")
-        with self._build_lock:
-            self.building = True
-            try:
-                result = change() if change else None
-                idx = build_index(self.corpus_path, self.index_path, self.config, embedder=self.embedder, progress=report, lock_timeout=600)
-                self._swap(idx)
-                return idx, result
-            finally:
-                self.building = False
-
+    # -- corpus administration (serialised with rebuilds)
     def upload(self, files: list[tuple[str, str]], overwrite: bool = False, progress: Progress | None = None):
         """Save (path, original name) uploads into the corpus and rebuild when any was saved.
 
@@ -195,23 +147,26 @@ class RagService:
                     errors.append(str(e))
             return saved
 
-        if progress and self._build_lock.locked():
+        if progress and self.build_lock.locked():
             progress(0.0, "Warte auf laufenden Aufbau …")
-        with self._build_lock:  # check first, rebuild only when something changed
+        with self.build_lock:  # check first, rebuild only when something changed
             saved = change()
         if not any(not r.unchanged for r in saved):
             return saved, errors, None
-        idx, _ = self.rebuild(progress)
-        return saved, errors, idx
+        return saved, errors, self.rebuild(progress)
 
     def remove(self, doc_id: str, progress: Progress | None = None):
+        """Remove an article's file from the corpus and rebuild. → (Index, message)."""
+        removed = []
+
         def change():
             doc = self.index.documents.get(doc_id)
             if doc is None:
                 raise CorpusError(f"Artikel {doc_id} ist nicht im Index.")
-            return remove_article(doc, self.corpus_path)
+            removed.append(remove_article(doc, self.corpus_path))
 
-        return self.rebuild(progress, change)
+        idx = self.rebuild(progress, change)
+        return idx, removed[0]
 
     def chunk_counts(self, idx=None) -> dict[str, int]:
         idx = idx or self.index
@@ -227,14 +182,6 @@ def _check_k(k) -> int:
     if not K_MIN <= k <= K_MAX:
         raise QuestionError(f"Die Anzahl Zitate muss zwischen {K_MIN} und {K_MAX} liegen (war {k}).")
     return k
-
-
-def _check_mode(mode) -> str | None:
-    if mode in (None, ""):
-        return None
-    if mode not in MODES:
-        raise QuestionError(f"Unbekanntes Suchverfahren: {mode} (erlaubt: {', '.join(MODES)})")
-    return mode
 
 
 # ---------------------------------------------------------------- chat session (per browser tab)
@@ -384,7 +331,7 @@ def _theme():
     )
 
 
-def _header_html(svc: RagService) -> str:
+def _header_html(svc: UIService) -> str:
     idx = svc.index
     state = f"{len(idx.documents)} Artikel · {len(idx.chunks)} Abschnitte im Index · Stand {time.strftime('%H:%M', time.localtime(svc.updated))}"
     return (
@@ -394,7 +341,7 @@ def _header_html(svc: RagService) -> str:
     )
 
 
-def _remove_choices(svc: RagService) -> list[tuple[str, str]]:
+def _remove_choices(svc: UIService) -> list[tuple[str, str]]:
     idx = svc.index
     return [(f"{d.title or i} ({i})", i) for i, d in sorted(idx.documents.items(), key=lambda kv: kv[1].title or kv[0])]
 
@@ -403,7 +350,7 @@ def create_app(index_path, corpus_path, config: Config | None = None, embedder=N
     """The Gradio app over the index at `index_path` (built from `corpus_path` when missing).
 
     `auth` is kept for `launch_app` (a (user, password) tuple); Gradio takes it at launch time."""
-    svc = RagService(index_path, corpus_path, config, embedder)
+    svc = UIService(index_path, corpus_path, config, embedder)
     examples = EXAMPLES if examples is None else examples
 
     # -- handlers: Fragen
@@ -426,7 +373,7 @@ def create_app(index_path, corpus_path, config: Config | None = None, embedder=N
                     return _log_html(chat)
                 turn["status"] = "running"
             try:
-                ans, hashes = svc.answer(turn["question"], turn["k"], turn["mode"])
+                ans, hashes = svc.answer_with_hashes(turn["question"], turn["k"], turn["mode"])
                 body = render.render_answer_body(ans, hashes)
                 status = "rag-abstained" if ans.abstained else "rag-answered"
             except RagError as e:
@@ -460,7 +407,7 @@ def create_app(index_path, corpus_path, config: Config | None = None, embedder=N
 
     def do_rebuild(progress=gr.Progress()):
         try:
-            idx, _ = svc.rebuild(_progress(progress))
+            idx = svc.rebuild(_progress(progress))
             status = render.render_build_status(idx.last_build.line(), idx.last_build.warnings)
         except RagError as e:
             status = render.render_build_status(str(e), ok=False, title="Aufbau fehlgeschlagen")
@@ -518,7 +465,7 @@ def create_app(index_path, corpus_path, config: Config | None = None, embedder=N
         (`agreement`) oder `abstained: true`, wenn der Korpus die Frage nicht beantwortet.
         k: Anzahl Zitate (1–5). mode: hybrid, dense oder bm25."""
         try:
-            ans, _ = svc.answer(question, k, mode)
+            ans, _ = svc.answer_with_hashes(question, k, mode)
         except RagError as e:
             raise gr.Error(str(e), print_exception=False) from None
         return ans.to_dict()

@@ -6,7 +6,6 @@ temporary file in the same folder followed by an atomic rename.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from rag.corpus import dedup_key
 from rag.errors import CorpusError
 
 ALLOWED_SUFFIXES = (".txt", ".md", ".html", ".htm", ".jsonl")
@@ -69,10 +69,6 @@ def inside(folder: Path, target: Path) -> bool:
         return target.resolve().parent == folder or target.resolve().is_relative_to(folder)
     except (OSError, RuntimeError):
         return False
-
-
-def _dedup_key(text: str) -> str:
-    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -153,8 +149,8 @@ def save_upload(
         raise UploadError(
             f"Artikel-ID schon vergeben ({', '.join(clashes[:3])}): {safe}. Bitte umbenennen oder „Vorhandene Dateien ersetzen“ ankreuzen."
         )
-    texts = {_dedup_key(getattr(d, "text", "")): i for i, d in existing.items() if i not in own}
-    dups = [f"{d.id} = {texts[_dedup_key(d.text)]}" for d in docs if _dedup_key(d.text) in texts]
+    texts = {dedup_key(getattr(d, "text", "")): i for i, d in existing.items() if i not in own}
+    dups = [f"{d.id} = {texts[dedup_key(d.text)]}" for d in docs if dedup_key(d.text) in texts]
     if dups and len(dups) == len(docs):
         raise UploadError(f"Dieser Inhalt steht schon im Korpus ({dups[0]}): {safe}")
 

@@ -16,7 +16,8 @@ WELCOME = (
     "Stellen Sie eine Frage zu den Artikeln im Korpus – oder wählen Sie oben ein Beispiel. "
     "Jede Antwort besteht aus wörtlichen Zitaten mit Quelle; die antwortende Stelle ist markiert."
 )
-VIEWER_HINT = "Klicken Sie bei einem Zitat auf „Im Artikel zeigen“: Hier erscheint dann der ganze Artikel, die zitierte Stelle ist markiert."
+VIEWER_HINT = ("Klicken Sie bei einem Zitat auf „Im Artikel zeigen“: Hier erscheint dann der ganze Artikel, "
+               "die zitierte Stelle ist markiert.")
 
 
 def esc(value: Any) -> str:
@@ -154,7 +155,8 @@ def render_question(question: str) -> str:
 def render_turn(question: str, body_html: str, turn_id: str | int = "", status: str = "") -> str:
     """One chat turn; `body_html` must come from this module (render_answer_body, render_pending, render_error)."""
     cls = f"rag-turn {status}".strip()
-    return f'<section class="{esc(cls)}" data-turn="{esc(turn_id)}">{render_question(question)}<div class="rag-a">{body_html}</div></section>'
+    return (f'<section class="{esc(cls)}" data-turn="{esc(turn_id)}">{render_question(question)}'
+            f'<div class="rag-a">{body_html}</div></section>')
 
 
 def render_pending(n_articles: int | None = None) -> str:

@@ -1,0 +1,132 @@
+"""How the trained reader is combined with the heuristic sentence scores, and where it abstains:
+measured on the dev split of news-qa (all 1,028 10kGNAD articles indexed) and the seed questions.
+
+    python bench/tune_reader.py candidates OUT.pkl        # retrieval + heuristic features, once
+    python bench/tune_reader.py read OUT.pkl WEIGHTS_DIR  # reader margins for the top candidates
+    python bench/tune_reader.py grid OUT.pkl              # combinations and thresholds
+
+Not part of the product: it records how the defaults in `Config` were chosen.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from rag.answering.pipeline import gather
+from rag.answering.candidates import embed_features
+from rag.answering.phrases import question_type
+from rag.answering.reading import HeuristicReader
+from rag.answering.scoring import HeuristicScorer
+from rag.config import Config
+from rag.corpus import Document, make_title
+from rag.evaluation import EVAL_DIR, build_eval_index, contains_answer, span_f1_em
+from rag.reader.data import is_dev, read_gnad
+from rag.retrieval import find_candidates
+
+TOP = 16  # candidates read per question (the grid tries fewer)
+
+
+def gnad_documents() -> list[Document]:
+    texts = read_gnad(EVAL_DIR / "data" / "10kGNAD-test.csv")
+    return [Document(id=f"gnad-{i:04d}", text=t.strip(), title=make_title(t.strip()[:1000]), date=None, source=f"10kGNAD#{i}") for i, t in enumerate(texts) if t.strip()]
+
+
+def questions() -> list[dict]:
+    out = []
+    for line in open(EVAL_DIR / "news-qa.jsonl", encoding="utf-8"):
+        q = json.loads(line)
+        if is_dev(q["doc"], 0.2):
+            out.append(q)
+    return out
+
+
+def candidates(out: Path) -> None:
+    cfg = Config()
+    index = build_eval_index(gnad_documents(), config=cfg)
+    rows = []
+    t0 = time.time()
+    for n, q in enumerate(questions()):
+        found = find_candidates(index, q["question"])
+        kind = question_type(found.question)
+        cands = gather(index, found.question, found.passages, kind)
+        embed_features(index, found.question, cands)
+        for c, r in zip(cands, HeuristicReader(cfg)(found.question, cands, lambda d: index.documents[d].text)):
+            c.span = r.span
+        scores = HeuristicScorer(cfg)(found.question, cands)
+        order = np.argsort(-scores, kind="stable")
+        kept = []
+        for i in order[:40]:
+            c = cands[i]
+            sents = index.sentences(c.doc_id)
+            j = next(k for k, (s, _) in enumerate(sents) if s == c.start)
+            ws, we = sents[max(0, j - 1)][0], sents[min(len(sents) - 1, j + 1)][1]
+            text = index.documents[c.doc_id].text
+            kept.append({
+                "doc": c.doc_id, "start": c.start, "end": c.end, "sentence": c.text, "heuristic": float(scores[i]),
+                "evidence": c.dense + cfg.evidence_lexical_weight * c.lexical,
+                "phrase": text[c.span[0] : c.span[1]] if c.span else None,
+                "window": text[ws:we], "focus": (c.start - ws, c.end - ws),
+            })
+        rows.append({"q": q, "question": found.question, "cands": kept})
+        if n % 50 == 0:
+            print(n, round(time.time() - t0, 1), flush=True)
+    pickle.dump(rows, open(out, "wb"))
+
+
+def read(path: Path, weights: Path) -> None:
+    from rag.reader.runtime import NeuralReader
+
+    rows = pickle.load(open(path, "rb"))
+    reader = NeuralReader(weights)
+    t0 = time.time()
+    for n, row in enumerate(rows):
+        top = row["cands"][:TOP]
+        got = reader.read(row["question"], [c["window"] for c in top], [tuple(c["focus"]) for c in top])
+        for c, r in zip(top, got):
+            c["margin"] = r.margin
+            c["span"] = c["window"][r.span[0] : r.span[1]] if r.span else None
+        if n % 50 == 0:
+            print(n, round(time.time() - t0, 1), flush=True)
+    pickle.dump(rows, open(path, "wb"))
+
+
+def grid(path: Path) -> None:
+    rows = pickle.load(open(path, "rb"))
+    ans = [r for r in rows if r["q"]["answers"]]
+    una = [r for r in rows if not r["q"]["answers"]]
+    print(f"{len(ans)} answerable, {len(una)} unanswerable")
+
+    def pick(row, top, w):
+        cs = row["cands"][:top]
+        return max(cs, key=lambda c: c["heuristic"] + w * c["margin"]) if w is not None else cs[0]
+
+    recall = {t: np.mean([any(contains_answer(c["sentence"], r["q"]["answers"]) for c in r["cands"][:t]) for r in ans]) for t in (1, 4, 8, 12, 16, 40)}
+    print("sentence recall of the top-t heuristic candidates:", {t: round(v, 3) for t, v in recall.items()})
+    for top in (4, 8, 12, 16):
+        for w in (None, 0.01, 0.02, 0.05, 0.1, 0.2, 1000):
+            hl = f1 = em = 0.0
+            for r in ans:
+                c = pick(r, top, w)
+                hl += contains_answer(c["sentence"], r["q"]["answers"])
+                phrase = c["span"] if w is not None else (c["phrase"] or c["sentence"])
+                e, f = span_f1_em(phrase or "", r["q"]["answers"])
+                em += e
+                f1 += f
+            n = len(ans)
+            print(f"top={top:2d} w={w}: highlight {hl / n:.3f}  F1 {f1 / n:.3f}  EM {em / n:.3f}")
+    # Abstention: the best margin among the read candidates.
+    for top in (8, 12):
+        best_a = np.array([max(c["margin"] for c in r["cands"][:top]) for r in ans])
+        best_u = np.array([max(c["margin"] for c in r["cands"][:top]) for r in una])
+        for t in np.arange(-4, 4.01, 0.5):
+            print(f"top={top} threshold {t:+.1f}: unanswerable abstained {np.mean(best_u < t):.2f}, answerable abstained {np.mean(best_a < t):.3f}")
+
+
+if __name__ == "__main__":
+    cmd, path = sys.argv[1], Path(sys.argv[2])
+    {"candidates": lambda: candidates(path), "read": lambda: read(path, Path(sys.argv[3])), "grid": lambda: grid(path)}[cmd]()

@@ -1,0 +1,58 @@
+"""Readers: where in a candidate sentence the answer is (the phrase to mark), and how sure.
+
+A reader is any callable ``reader(question, candidates, text_of) -> list[Reading]``, one Reading
+per candidate, in order; `text_of(doc_id)` gives a document's text. Readers are chosen by name
+(`Config.reader`) from `READERS`.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+from ..config import Config
+from .candidates import Candidate
+from .phrases import find_phrase, question_type
+from .registry import Factory, create
+
+__all__ = ["Reading", "Reader", "HeuristicReader", "READERS", "make_reader"]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A reader's opinion of one candidate sentence."""
+
+    score: float  # confidence in `span` (0.0: no opinion)
+    span: tuple[int, int] | None  # the answering phrase in document offsets, inside the sentence
+    no_answer: float | None = None  # confidence that the sentence does not answer (None: no opinion)
+
+
+class Reader(Protocol):
+    def __call__(self, question: str, candidates: Sequence[Candidate], text_of: Callable[[str], str]) -> list[Reading]: ...
+
+
+class HeuristicReader:
+    """The typed phrase of the kind the question word asks for (`find_phrase`), no confidence: the
+    heuristic scorer counts a sentence with such a phrase as typed."""
+
+    def __init__(self, config: Config):
+        self.config = config
+
+    def __call__(self, question: str, candidates: Sequence[Candidate], text_of: Callable[[str], str]) -> list[Reading]:
+        kind = question_type(question)
+        readings = []
+        for c in candidates:
+            found = find_phrase(text_of(c.doc_id)[c.start : c.end], kind, question, self.config)
+            span = None if found is None else (c.start + found[0], c.start + found[1])
+            readings.append(Reading(0.0, span))
+        return readings
+
+
+# Name → factory (see rag.answering.registry).
+READERS: dict[str, Factory] = {"heuristic": HeuristicReader}
+
+
+@functools.lru_cache(maxsize=4)
+def make_reader(config: Config) -> Reader:
+    """The reader `config.reader` names, made once per configuration (a model loads once)."""
+    return create(READERS, config.reader, config, "Leser")

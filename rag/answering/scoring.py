@@ -1,0 +1,47 @@
+"""Sentence scorers: how the candidate sentences are ranked.
+
+A scorer is any callable ``scorer(question, candidates) -> np.ndarray`` of one score per
+candidate (higher is better). It sees the candidates' features (`dense`, `lexical`, `prior`,
+`vec`) and the reader's opinion (`span`, `span_score`, `no_answer`). Scorers are chosen by name
+(`Config.scorer`) from `SCORERS`. Abstention does not depend on the scorer (rag.answering.evidence).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from ..config import Config
+from .candidates import Candidate
+from .registry import Factory, create
+
+__all__ = ["SentenceScorer", "HeuristicScorer", "SCORERS", "make_scorer"]
+
+
+class SentenceScorer(Protocol):
+    def __call__(self, question: str, candidates: Sequence[Candidate]) -> np.ndarray: ...
+
+
+class HeuristicScorer:
+    """dense + lexical_weight·overlap + typed_weight·(the reader marked a phrase) + prior_weight·prior."""
+
+    def __init__(self, config: Config):
+        self.config = config
+
+    def __call__(self, question: str, candidates: Sequence[Candidate]) -> np.ndarray:
+        cfg = self.config
+        return np.array(
+            [c.dense + cfg.lexical_weight * c.lexical + cfg.typed_weight * c.typed + cfg.prior_weight * c.prior for c in candidates],
+            dtype=np.float64,
+        )
+
+
+# Name → factory (see rag.answering.registry).
+SCORERS: dict[str, Factory] = {"heuristic": HeuristicScorer}
+
+
+@functools.lru_cache(maxsize=4)
+def make_scorer(config: Config) -> SentenceScorer:
+    """The scorer `config.scorer` names, made once per configuration."""
+    return create(SCORERS, config.scorer, config, "Satzbewerter")

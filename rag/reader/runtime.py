@@ -1,0 +1,186 @@
+"""Running the trained reader at answer time.
+
+`NeuralReader(weights_dir)` reads (question, window) pairs and returns, per window, the best answer
+span and its margin over "no answer". The network is e5's lower layers (from the locally rebuilt
+multilingual-e5-small) under the shipped fine-tuned top layers and head. By default it runs on ONNX
+Runtime with int8 weights, exported once into the cache (like the embedding encoder); `backend="torch"`
+runs the float network.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+
+from ..errors import ModelError
+from .model import best_span, char_span, encode_pair, pad_batch
+
+EXPORT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WindowReading:
+    span: tuple[int, int] | None  # the answer's characters inside the window (None: the reader gives no span)
+    margin: float  # how sure the reader is that the window answers (span score minus "no answer" score)
+
+
+class WindowReader(Protocol):
+    """Reads (question, window) pairs: the trained reader, or a model the user brings."""
+
+    fingerprint: str
+
+    def read(self, question: str, windows: Sequence[str]) -> list[WindowReading]: ...
+
+
+def _manifest(weights_dir: Path) -> dict:
+    try:
+        return json.loads((weights_dir / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ModelError(f"Leser unter {weights_dir} ist unvollständig (manifest.json: {e}).") from e
+
+
+def _load_torch(weights_dir: Path, manifest: dict, model_dir: Path):
+    import torch
+    from safetensors.torch import load_file
+
+    from .model import build_network
+
+    net, _ = build_network(model_dir, int(manifest["trainable_layers"]))
+    state = {k: v.float() for k, v in load_file(str(weights_dir / "reader.safetensors")).items()}
+    missing = [k for k in state if k not in net.state_dict()]
+    if missing:
+        raise ModelError(f"Leser unter {weights_dir} passt nicht zum Netz ({missing[0]}).")
+    net.load_state_dict(state, strict=False)
+    net.eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net, torch
+
+
+def export_int8(weights_dir: Path, manifest: dict, model_dir: Path, dest: Path) -> Path:
+    """The whole reader as one int8 ONNX graph (input ids and mask → start/end logits)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    net, torch = _load_torch(weights_dir, manifest, model_dir)
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, input_ids, attention_mask):
+            return self.net(input_ids, attention_mask > 0)
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".export-") as tmp:
+        fp32 = Path(tmp) / "reader.onnx"
+        ids = torch.randint(5, 1000, (2, 16))
+        mask = torch.ones_like(ids)
+        mask[1, 10:] = 0
+        with torch.inference_mode():
+            torch.onnx.export(
+                Logits().eval(), (ids, mask), str(fp32), input_names=["input_ids", "attention_mask"],
+                output_names=["logits"], opset_version=17, dynamo=False,
+                dynamic_axes={"input_ids": {0: "b", 1: "l"}, "attention_mask": {0: "b", 1: "l"}, "logits": {0: "b", 1: "l"}},
+            )
+        q = Path(tmp) / "reader-int8.onnx"
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # the quantiser logs advice on the root logger
+        try:
+            quantize_dynamic(str(fp32), str(q), weight_type=QuantType.QInt8, per_channel=True)
+        finally:
+            root.setLevel(level)
+        os.replace(q, dest)
+    return dest
+
+
+class NeuralReader:
+    """The trained span reader. Thread-safe; one instance per process is enough."""
+
+    def __init__(self, weights_dir: Path, backend: str = "onnx-int8"):
+        from tokenizers import Tokenizer
+
+        from ..e5model import cache_dir, ensure_e5_model_dir
+
+        self.weights_dir = Path(weights_dir)
+        self.manifest = _manifest(self.weights_dir)
+        s = self.manifest["settings"]
+        self.max_len, self.max_question, self.max_answer = s["max_len"], s["max_question"], s["max_answer_tokens"]
+        model_dir = ensure_e5_model_dir()
+        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.backend = backend
+        self._lock = threading.Lock()
+        if backend == "torch":
+            self._net, self._torch = _load_torch(self.weights_dir, self.manifest, model_dir)
+            return
+        key = hashlib.sha256(f"{self.manifest.get('weights_sha256')}:{model_dir.name}:{EXPORT_VERSION}".encode()).hexdigest()[:16]
+        graph = cache_dir() / "onnx" / f"reader-{key}-int8.onnx"
+        if not graph.is_file():
+            export_int8(self.weights_dir, self.manifest, model_dir, graph)
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or (os.cpu_count() or 1)
+        so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self._session = ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
+        except Exception as e:
+            raise ModelError(f"Leser-Modell {graph} nicht ladbar: {e}") from e
+
+    @property
+    def fingerprint(self) -> str:
+        return f"reader@{str(self.manifest.get('weights_sha256', ''))[:16]}+{self.backend}"
+
+    def _logits(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        with self._lock:
+            if self.backend == "torch":
+                with self._torch.inference_mode():
+                    return self._net(self._torch.from_numpy(ids), self._torch.from_numpy(mask)).numpy()
+            return self._session.run(None, {"input_ids": ids, "attention_mask": mask.astype(np.int64)})[0]
+
+    def read(
+        self, question: str, windows: Sequence[str], focus: Sequence[tuple[int, int]] | None = None, batch: int = 16
+    ) -> list[WindowReading]:
+        """For each window, its best span and margin. `focus`: per window, the characters the span
+        must lie in (the candidate sentence; its neighbours are context only)."""
+        encs = [encode_pair(self.tokenizer, question, w, self.max_question, self.max_len) for w in windows]
+        out: list[WindowReading] = [WindowReading(None, NO_SPAN)] * len(encs)
+        order = sorted(range(len(encs)), key=lambda i: len(encs[i].ids))
+        for b in range(0, len(order), batch):
+            part = order[b : b + batch]
+            ids, mask = pad_batch([encs[i].ids for i in part], 1)
+            logits = self._logits(ids, mask)
+            for r, i in enumerate(part):
+                enc = encs[i]
+                first, last = _token_range(enc, focus[i] if focus is not None else None)
+                if last < first:
+                    continue  # the focus was cut off by the length limit
+                st, en = logits[r, :, 0], logits[r, :, 1]
+                a, z, score = best_span(st, en, first, last, self.max_answer)
+                out[i] = WindowReading(char_span(enc, windows[i], a, z), score - float(st[0] + en[0]))
+        return out
+
+
+NO_SPAN = -1e4  # the margin of a window that could not be read
+
+
+def _token_range(enc, focus: tuple[int, int] | None) -> tuple[int, int]:
+    """Absolute positions of the first and last window token inside `focus` (all window tokens
+    without a focus)."""
+    inside = [
+        k for k, (s, e) in enumerate(enc.offsets)
+        if s >= 0 and e > s and (focus is None or (e > focus[0] and s < focus[1]))
+    ]
+    if not inside:
+        return 1, 0
+    return enc.first + inside[0], enc.first + inside[-1]
