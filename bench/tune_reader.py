@@ -2,8 +2,8 @@
 measured on the dev split of news-qa (all 1,028 10kGNAD articles indexed) and the seed questions.
 
     python bench/tune_reader.py candidates OUT.pkl        # retrieval + heuristic features, once
-    python bench/tune_reader.py read OUT.pkl WEIGHTS_DIR  # reader margins for the top candidates
-    python bench/tune_reader.py grid OUT.pkl              # combinations and thresholds
+    python bench/tune_reader.py read OUT.pkl WEIGHTS_DIR CHARS  # reader margins → OUT.readCHARS.pkl
+    python bench/tune_reader.py grid OUT.readCHARS.pkl          # combinations and thresholds
 
 Not part of the product: it records how the defaults in `Config` were chosen.
 """
@@ -17,23 +17,17 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.answering.pipeline import gather
 from rag.answering.candidates import embed_features
 from rag.answering.phrases import question_type
+from rag.answering.pipeline import gather
 from rag.answering.reading import HeuristicReader
 from rag.answering.scoring import HeuristicScorer
 from rag.config import Config
-from rag.corpus import Document, make_title
-from rag.evaluation import EVAL_DIR, build_eval_index, contains_answer, span_f1_em
-from rag.reader.data import is_dev, read_gnad
+from rag.evaluation import EVAL_DIR, build_eval_index, contains_answer, load_gnad, span_f1_em
+from rag.reader.data import is_dev
 from rag.retrieval import find_candidates
 
 TOP = 16  # candidates read per question (the grid tries fewer)
-
-
-def gnad_documents() -> list[Document]:
-    texts = read_gnad(EVAL_DIR / "data" / "10kGNAD-test.csv")
-    return [Document(id=f"gnad-{i:04d}", text=t.strip(), title=make_title(t.strip()[:1000]), date=None, source=f"10kGNAD#{i}") for i, t in enumerate(texts) if t.strip()]
 
 
 def questions() -> list[dict]:
@@ -47,7 +41,7 @@ def questions() -> list[dict]:
 
 def candidates(out: Path) -> None:
     cfg = Config()
-    index = build_eval_index(gnad_documents(), config=cfg)
+    index = build_eval_index(load_gnad(), config=cfg)
     rows = []
     t0 = time.time()
     for n, q in enumerate(questions()):
@@ -78,21 +72,29 @@ def candidates(out: Path) -> None:
     pickle.dump(rows, open(out, "wb"))
 
 
-def read(path: Path, weights: Path) -> None:
+def read(path: Path, weights: Path, window_chars: int) -> None:
+    """Margins and spans of the reader for the top candidates, windows planned as in the product."""
+    from rag.answering.candidates import Candidate
+    from rag.answering.neural import plan_windows
     from rag.reader.runtime import NeuralReader
 
     rows = pickle.load(open(path, "rb"))
-    reader = NeuralReader(weights)
+    index = build_eval_index(load_gnad(), config=Config())
+    reader = NeuralReader(weights, backend=Config().reader_backend)
     t0 = time.time()
     for n, row in enumerate(rows):
         top = row["cands"][:TOP]
-        got = reader.read(row["question"], [c["window"] for c in top], [tuple(c["focus"]) for c in top])
-        for c, r in zip(top, got):
+        cands = [Candidate(c["doc"], c["start"], c["end"], c["sentence"], prior=0.0) for c in top]
+        spans = plan_windows(index, cands, 1, window_chars)
+        windows = [index.documents[c.doc_id].text[a:b] for c, (a, b) in zip(cands, spans)]
+        focus = [(c.start - a, c.end - a) for c, (a, _) in zip(cands, spans)]
+        for c, w, r in zip(top, windows, reader.read(row["question"], windows, focus=focus)):
             c["margin"] = r.margin
-            c["span"] = c["window"][r.span[0] : r.span[1]] if r.span else None
+            c["span"] = w[r.span[0] : r.span[1]] if r.span else None
         if n % 50 == 0:
             print(n, round(time.time() - t0, 1), flush=True)
-    pickle.dump(rows, open(path, "wb"))
+    print("seconds per question", (time.time() - t0) / len(rows))
+    pickle.dump(rows, open(path.with_suffix(f".read{window_chars}.pkl"), "wb"))
 
 
 def grid(path: Path) -> None:
@@ -105,7 +107,10 @@ def grid(path: Path) -> None:
         cs = row["cands"][:top]
         return max(cs, key=lambda c: c["heuristic"] + w * c["margin"]) if w is not None else cs[0]
 
-    recall = {t: np.mean([any(contains_answer(c["sentence"], r["q"]["answers"]) for c in r["cands"][:t]) for r in ans]) for t in (1, 4, 8, 12, 16, 40)}
+    def holds(r, t):
+        return any(contains_answer(c["sentence"], r["q"]["answers"]) for c in r["cands"][:t])
+
+    recall = {t: np.mean([holds(r, t) for r in ans]) for t in (1, 4, 8, 12, 16, 40)}
     print("sentence recall of the top-t heuristic candidates:", {t: round(v, 3) for t, v in recall.items()})
     for top in (4, 8, 12, 16):
         for w in (None, 0.01, 0.02, 0.05, 0.1, 0.2, 1000):
@@ -124,9 +129,15 @@ def grid(path: Path) -> None:
         best_a = np.array([max(c["margin"] for c in r["cands"][:top]) for r in ans])
         best_u = np.array([max(c["margin"] for c in r["cands"][:top]) for r in una])
         for t in np.arange(-4, 4.01, 0.5):
-            print(f"top={top} threshold {t:+.1f}: unanswerable abstained {np.mean(best_u < t):.2f}, answerable abstained {np.mean(best_a < t):.3f}")
+            print(f"top={top} threshold {t:+.1f}: unanswerable abstained {np.mean(best_u < t):.2f}, "
+                  f"answerable abstained {np.mean(best_a < t):.3f}")
 
 
 if __name__ == "__main__":
     cmd, path = sys.argv[1], Path(sys.argv[2])
-    {"candidates": lambda: candidates(path), "read": lambda: read(path, Path(sys.argv[3])), "grid": lambda: grid(path)}[cmd]()
+    commands = {
+        "candidates": lambda: candidates(path),
+        "read": lambda: read(path, Path(sys.argv[3]), int(sys.argv[4])),
+        "grid": lambda: grid(path),
+    }
+    commands[cmd]()

@@ -29,20 +29,15 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Mehr Ausg
 
 
 @app.command()
-def build(corpus: Path = CORPUS, index: Path = INDEX, model: Optional[str] = typer.Option(None, help="Anderes Embedding-Modell (Name oder Pfad).")) -> None:
+def build(
+    corpus: Path = CORPUS, index: Path = INDEX, model: Optional[str] = typer.Option(None, help="Anderes Embedding-Modell (Name oder Pfad).")
+) -> None:
     """Index aus dem Korpus aufbauen oder aktualisieren (nur Neues wird eingebettet)."""
-    from tqdm import tqdm
-
+    from .progress import progress_bar
     from .service import RagService
 
     config = Config() if model is None else Config(model=model)
-    bar = tqdm(total=100, desc="Aufbau", unit="%", leave=False, disable=not sys.stderr.isatty())
-
-    def progress(frac: float, msg: str) -> None:
-        bar.set_description(msg)
-        bar.n = int(frac * 100)
-        bar.refresh()
-
+    bar, progress = progress_bar("Aufbau", sys.stderr.isatty())
     try:
         idx = RagService(index, corpus, config).rebuild(progress)
     except RagError as e:
@@ -118,8 +113,14 @@ def eval_(
     as_json: bool = typer.Option(False, "--json", help="Kennzahlen als JSON."),
     failures: Optional[Path] = typer.Option(None, "--failures", help="Fehlschläge als JSONL hierhin schreiben."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Ordner für die Eval-Indizes (Standard: Benutzer-Cache)."),
+    split: str = typer.Option("all", "--split", help="dev, train oder all: nur Fragen zu Artikeln dieses Teils der Trainingsaufteilung."),
+    reader: Optional[list[str]] = typer.Option(
+        None, "--reader", help="Leser: trained, heuristic, all (beide) oder ein Modellordner; mehrfach möglich."
+    ),
 ) -> None:
-    """Antwortqualität auf einem Fragensatz messen (Treffer im Zitat, MRR, Quellen, Enthaltung, Latenz)."""
+    """Antwortqualität auf einem Fragensatz messen (Treffer im Zitat, MRR, Quellen, Enthaltung, Latenz).
+
+    news-qa.jsonl (Fragen mit „doc": "gnad-NNNN") wird gegen alle 10kGNAD-Artikel gestellt."""
     from .evaluation import run_eval
     from .retrieval import MODES
 
@@ -129,10 +130,45 @@ def eval_(
     try:
         out = run_eval(file, corpus=corpus, distractors=distractors, distractors_limit=distractors_limit,
                        mode=retriever, k=k, failures_path=failures, cache_dir=cache, as_json=as_json,
-                       show_progress=sys.stderr.isatty(), echo=lambda s: typer.echo(s, err=True))
+                       show_progress=sys.stderr.isatty(), echo=lambda s: typer.echo(s, err=True), split=split,
+                       readers=_readers(reader))
     except RagError as e:
         _fail(e)
     typer.echo(out)
+
+
+def _readers(names: Optional[list[str]]) -> Optional[list[str]]:
+    if not names:
+        return None
+    out: list[str] = []
+    for n in names:
+        out += ["heuristic", "trained"] if n == "all" else [n]
+    return list(dict.fromkeys(out))
+
+
+@app.command("train-reader")
+def train_reader(
+    out: Path = typer.Option(None, "--out", help="Zielordner (Standard: rag/reader/weights/ im Paket)."),
+    seed: int = typer.Option(0, "--seed", help="Zufallszahl: gleicher Seed, gleiche Gewichte."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochen (Standard aus TrainSettings)."),
+    layers: Optional[int] = typer.Option(None, "--layers", help="Trainierte oberste Schichten (Standard aus TrainSettings)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Nur die ersten N Fragen je Teil (zum Ausprobieren)."),
+) -> None:
+    """Den Leser trainieren: e5-small als Frage-Antwort-Leser, aus eval/ (news-qa + XQuAD), mit Dev-Auswertung."""
+    import dataclasses
+
+    from .reader.train import WEIGHTS_DIR, TrainSettings, run
+
+    changes = {k: v for k, v in {"seed": seed, "epochs": epochs, "trainable_layers": layers, "limit": limit}.items() if v is not None}
+    try:
+        manifest = run(dataclasses.replace(TrainSettings(), **changes), out_dir=out or WEIGHTS_DIR, log=lambda s: typer.echo(s, err=True))
+    except RagError as e:
+        _fail(e)
+    dev = manifest["dev"]["news"]
+    typer.echo(
+        f"Leser gespeichert ({out or WEIGHTS_DIR}) · {manifest['seconds'] / 60:.0f} min · Dev (news-qa): "
+        f"EM {dev['exact_match']:.3f}, F1 {dev['f1']:.3f}"
+    )
 
 
 @app.command()
@@ -151,7 +187,7 @@ def serve(
         credentials = parse_auth(auth)
     except ValueError as e:
         typer.echo(f"Fehler: {e}", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(2) from None
     try:
         serve_ui(corpus, index, host=host, port=port, auth=credentials)
     except RagError as e:

@@ -1,8 +1,7 @@
 """All tunable settings in one place."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
-
+from dataclasses import asdict, dataclass, replace
 
 DEFAULT_MODEL = "multilingual-e5-small"
 
@@ -29,9 +28,24 @@ class Config:
     dense_weight: float = 1.0
     bm25_weight: float = 0.5  # measured on XQuAD-de: RRF with BM25 at half weight beats equal weights and dense alone
     # Answers (rag/answering/). Which sentence scorer and which answer-span reader: names registered
-    # in rag.answering.scoring.SCORERS and rag.answering.reading.READERS.
-    scorer: str = "heuristic"
-    reader: str = "heuristic"
+    # in rag.answering.scoring.SCORERS and rag.answering.reading.READERS. The reader may also be the
+    # path of a local Hugging Face extractive-QA or sentence-transformers CrossEncoder folder.
+    # scorer "auto": "combined" (heuristic + reader margin) with a model reader, else "heuristic".
+    scorer: str = "auto"
+    reader: str = "trained"  # the reader trained by `rag train-reader`, shipped in rag/reader/weights/
+    # The model reader reads the best reader_top sentences (by the heuristic score), each with
+    # reader_context sentences before and after it, as in training. Runtime "torch" (float); "onnx-int8"
+    # is faster but measured 6 points of answer F1 worse on the news dev split (int8 activations of the
+    # lower layers), so it is not the default.
+    reader_top: int = 8
+    reader_context: int = 1
+    reader_window_chars: int = 700  # neighbouring candidates share one window up to this length (read once)
+    reader_backend: str = "torch"
+    reader_weight: float = 0.02  # combined score = heuristic + reader_weight · margin (bench/tune_reader.py)
+    # With a model reader, abstain when no read sentence's margin over "no answer" reaches this.
+    # Calibrated on the news-qa dev split (bench/tune_reader.py): 2 % of the answerable questions
+    # have a lower best margin; the unanswerable ones (13) are not separated from them by any margin.
+    reader_threshold: float = -4.7
     # The heuristic scorer: dense + lexical_weight·overlap + typed_weight·typed + prior_weight·rank prior.
     answer_pool: int = 8  # merged passages whose sentences are ranked
     sentence_context: int = 1  # preceding sentences embedded with each candidate sentence

@@ -56,6 +56,7 @@ class QAItem:
     question: str
     answers: list[str]  # [] = the corpus does not answer it: the system should abstain
     sources: list[str] = field(default_factory=list)  # doc ids that answer it
+    group: str | None = None  # the article it was written on: train/dev splits go by it
 
     @property
     def answerable(self) -> bool:
@@ -77,6 +78,8 @@ class QuestionResult:
     retrieval_source_hit: bool = False
     highlight_hit: bool = False
     phrase_hit: bool = False
+    exact_match: float = 0.0  # of the answer phrase ("Antwort") against the expected answers
+    f1: float = 0.0
 
     @property
     def top1(self) -> bool:
@@ -191,7 +194,11 @@ def load_jsonl_qa(path: str | Path) -> list[QAItem]:
             raise RagError(f"{where}: ID {qid} doppelt.")
         seen.add(qid)
         answers, sources = _str_list(obj["answers"], where, "answers"), _str_list(obj.get("sources"), where, "sources")
-        items.append(QAItem(qid, obj["question"].strip(), answers, sources))
+        # news-qa names the one article a question was written on ("doc"); it answers unless answers is [].
+        doc = obj.get("doc") if isinstance(obj.get("doc"), str) else None
+        if doc and answers and not sources:
+            sources = [doc]
+        items.append(QAItem(qid, obj["question"].strip(), answers, sources, group=doc))
     if not items:
         raise RagError(f"Keine Fragen in {path}.")
     return items
@@ -239,7 +246,8 @@ def load_squad(path: str | Path | None = None, data: dict | None = None, prefix:
                 seen.add(qid)
                 texts = (a["text"] for a in qa.get("answers", []) if a.get("text", "").strip())
                 answers = [] if qa.get("is_impossible") else list(dict.fromkeys(texts))
-                items.append(QAItem(qid, question, answers, [doc_id]))
+                # Grouped by the article's position, as the reader's training split does (all languages alike).
+                items.append(QAItem(qid, question, answers, [doc_id], group=f"xquad-{a_no:02d}"))
     if not items:
         raise RagError(f"Keine Fragen in {name}.")
     return items, docs
@@ -260,6 +268,21 @@ def load_qa(path: str | Path) -> tuple[list[QAItem], list[Document] | None]:
         if path.suffix.lower() == ".json":
             raise RagError(f"{path.name}: kein SQuAD-Format (Feld „data“ fehlt).")
     return load_jsonl_qa(path), None
+
+
+GNAD_CSV = EVAL_DIR / "data" / "10kGNAD-test.csv"
+
+
+def load_gnad(path: str | Path = GNAD_CSV) -> list[Document]:
+    """The 10kGNAD articles as news-qa names them: `gnad-NNNN`, the 0-based CSV row."""
+    from .reader.data import read_gnad
+
+    docs = []
+    for i, raw in enumerate(read_gnad(Path(path))):
+        text = raw.strip()
+        if text:
+            docs.append(Document(id=f"gnad-{i:04d}", text=text, title=make_title(text[:1000]), date=None, source=f"10kGNAD#{i}"))
+    return docs
 
 
 def load_distractors(path: str | Path, limit: int | None = None) -> list[Document]:
@@ -410,6 +433,8 @@ def score_result(r: QuestionResult, k: int) -> QuestionResult:
     r.retrieval_source_hit = r.retrieved is not None and any(d in sources for d in r.retrieved[:k])
     r.highlight_hit = bool(quotes) and bool(answers) and contains_answer(quotes[0]["highlighted"], answers)
     r.phrase_hit = bool(quotes) and bool(answers) and contains_answer(quotes[0].get("answer_text", quotes[0]["highlighted"]), answers)
+    if quotes and answers:
+        r.exact_match, r.f1 = span_f1_em(quotes[0].get("answer_text", quotes[0]["highlighted"]), answers)
     return r
 
 
@@ -448,6 +473,9 @@ def compute_metrics(results: Sequence[QuestionResult], k: int = 5, mode: str | N
     m["retrieval_source_recall_at_k"] = _ratio(retrieval_hits, len(with_sources)) if has_retrieval else None
     m["highlight_accuracy"] = _ratio(sum(r.highlight_hit for r in answerable), n)
     m["answer_phrase_accuracy"] = _ratio(sum(r.phrase_hit for r in answerable), n)
+    # SQuAD style: the bold answer phrase against the expected answers (an abstention scores 0).
+    m["answer_exact_match"] = None if n == 0 else sum(r.exact_match for r in answerable) / n
+    m["answer_f1"] = None if n == 0 else sum(r.f1 for r in answerable) / n
     m["abstained"] = len(abstained)
     m["abstention_precision"] = _ratio(sum(1 for r in abstained if not r.item.answerable), len(abstained))
     m["abstention_recall"] = _ratio(sum(1 for r in unanswerable if r.abstained), len(unanswerable))
@@ -536,6 +564,8 @@ def format_metrics(m: dict, title: str = "") -> str:
     if m.get("answer_phrase_accuracy") is not None and m["answer_phrase_accuracy"] != m["highlight_accuracy"]:
         v = m["answer_phrase_accuracy"]
         rows.append(label("Antwortphrase / answer phrase accuracy") + f"{_pc(v)} {_count(v, n)}")
+    if m.get("answer_f1") is not None:
+        rows.append(label("„Antwort“ exact match / token F1") + f"{m['answer_exact_match']:.3f} / {m['answer_f1']:.3f}")
     rows.append(label("Enthaltung / abstention precision") + f"{_pc(m['abstention_precision'])} ({m['abstained']} enthalten/abstained)")
     v = m["abstention_recall"]
     rows.append(label("Enthaltung / abstention recall") + f"{_pc(v)} {_count(v, m['unanswerable'])}")
@@ -575,8 +605,14 @@ def run_eval(
     echo: Callable[[str], None] = lambda s: None,
     config: Config | None = None,
     embedder=None,
+    split: str = "all",
+    readers: Sequence[str] | None = None,
 ) -> str:
-    """What `rag eval` does; returns the table (or JSON) to print. Notes go to `echo`."""
+    """What `rag eval` does; returns the table (or JSON) to print. Notes go to `echo`.
+
+    `split`: "dev" or "train" keeps the questions on articles of that side of the reader's
+    training split (questions without an article, like the seed questions, are kept), "all" keeps
+    every one. `readers`: the `Config.reader` values to compare (default: the config's)."""
     file = Path(file)
     if k < 1:
         raise RagError("-k muss mindestens 1 sein.")
@@ -584,7 +620,11 @@ def run_eval(
     if mode in MODES:
         config = config.replace(retriever=mode)
     items, documents = load_qa(file)
+    items = select_split(items, split)
     documents = list(documents or [])
+    if not documents and not corpus and any((it.group or "").startswith("gnad-") for it in items):
+        # news-qa: every question is asked against all 10kGNAD articles, the others as distractors.
+        documents = load_gnad()
     folders = [Path(c) for c in corpus] if corpus else ([] if documents else [Path("corpus")])
     for folder in folders:
         load = load_corpus(folder)
@@ -608,31 +648,58 @@ def run_eval(
     echo(f"Index {index.root}: {index.last_build.line()}")
 
     modes = list(MODES) if mode == "all" else [mode]
+    readers = list(readers or [config.reader])
     by_mode: dict = {}
-    for m_name in modes:
-        bar, progress = progress_bar(f"Fragen ({m_name or config.retriever})", show_progress)
-        started = time.perf_counter()
-        try:
-            results = run_questions(items, index, k=k, mode=m_name, progress=progress)
-        finally:
-            bar.close()
-        metrics = compute_metrics(results, k=k, mode=m_name or config.retriever)
-        metrics["file"] = str(file)
-        metrics["documents"] = len(index.documents)
-        metrics["seconds"] = round(time.perf_counter() - started, 1)
-        by_mode[metrics["mode"]] = metrics
-        if failures_path is not None:
-            path = Path(failures_path)
-            if len(modes) > 1:  # one file per retriever: name.hybrid.jsonl, …
-                path = path.with_name(f"{path.stem}.{metrics['mode']}{path.suffix}")
-            n = write_failures(results, path)
-            echo(f"{n} Fehlschläge → {path}")
-    if len(modes) > 1:
+    for reader in readers:
+        # The same index version, read with another answer-span reader.
+        read_index = index if reader == index.config.reader else index.with_config(index.config.replace(reader=reader))
+        for m_name in modes:
+            column = m_name or config.retriever
+            if len(readers) > 1:
+                column = f"{column} · {_reader_label(reader)}"
+            bar, progress = progress_bar(f"Fragen ({column})", show_progress)
+            started = time.perf_counter()
+            try:
+                results = run_questions(items, read_index, k=k, mode=m_name, progress=progress)
+            finally:
+                bar.close()
+            metrics = compute_metrics(results, k=k, mode=m_name or config.retriever)
+            metrics["reader"] = reader
+            metrics["split"] = split
+            metrics["file"] = str(file)
+            metrics["documents"] = len(index.documents)
+            metrics["seconds"] = round(time.perf_counter() - started, 1)
+            by_mode[column] = metrics
+            if failures_path is not None:
+                path = Path(failures_path)
+                if len(modes) * len(readers) > 1:  # one file per column: name.hybrid.jsonl, …
+                    path = path.with_name(f"{path.stem}.{column.replace(' · ', '.')}{path.suffix}")
+                n = write_failures(results, path)
+                echo(f"{n} Fehlschläge → {path}")
+    if len(by_mode) > 1:
         title = f"{file.name} · {len(index.documents)} Dokumente/documents"
         return metrics_json(by_mode) if as_json else format_comparison(by_mode, title=title)
     if as_json:
         return metrics_json(metrics)
     return format_metrics(metrics, title=f"{file.name} · {metrics['documents']} Dokumente/documents")
+
+
+def select_split(items: Sequence[QAItem], split: str) -> list[QAItem]:
+    """The questions of one side of the reader's training split (by article; see rag.reader.data)."""
+    from .reader.data import DEV_SHARE, is_dev
+
+    if split not in ("all", "dev", "train"):
+        raise RagError(f"Unbekannter Teil: {split} (erlaubt: all, dev, train)")
+    if split == "all":
+        return list(items)
+    kept = [it for it in items if it.group is None or is_dev(it.group, DEV_SHARE) == (split == "dev")]
+    if not kept:
+        raise RagError(f"Keine Fragen im Teil „{split}“.")
+    return kept
+
+
+def _reader_label(reader: str) -> str:
+    return reader if reader in ("heuristic", "trained") else Path(reader).name
 
 
 # (label, metrics key, kind) of the comparison table's rows.
@@ -644,6 +711,8 @@ _COMPARE_ROWS = [
     ("source recall@k (quotes)", "source_recall_at_k", "pc"),
     ("highlight contains the answer", "highlight_accuracy", "pc"),
     ("answer phrase contains the answer", "answer_phrase_accuracy", "pc"),
+    ("„Antwort“ exact match", "answer_exact_match", "f3"),
+    ("„Antwort“ token F1", "answer_f1", "f3"),
     ("abstention precision", "abstention_precision", "pc"),
     ("abstention recall", "abstention_recall", "pc"),
     ("wrongly abstained", "wrongly_abstained", "int"),

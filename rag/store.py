@@ -13,6 +13,7 @@ A build killed at any moment therefore leaves the previous version untouched and
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import hashlib
 import json
@@ -26,7 +27,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from .chunking import Chunk, chunk_document
 from .config import Config
 from .corpus import CorpusLoad, Document, load_corpus
 from .errors import IndexCorruptError, IndexLockedError, IndexNotFoundError, RagError
+from .progress import Progress
 from .text import bm25_tokenize, split_sentences
 
 FORMAT_VERSION = 1
@@ -45,8 +47,6 @@ QUERY_CACHE = 256  # query vectors
 SENTENCE_CACHE = 20_000  # sentence vectors (~30 MB at 384 dims)
 SPAN_CACHE = 5_000  # documents' sentence spans
 KEEP_VERSIONS = 2  # the current one and its predecessor (a reader may still be opening it)
-
-Progress = Callable[[float, str], None]
 
 
 @dataclass
@@ -120,7 +120,7 @@ def _current_version(root: Path) -> Path | None:
     except FileNotFoundError:
         return None
     except OSError as e:
-        raise IndexCorruptError(f"Index unter {root} ist nicht lesbar ({e.strerror or e}). Bitte `rag build` ausführen.")
+        raise IndexCorruptError(f"Index unter {root} ist nicht lesbar ({e.strerror or e}). Bitte `rag build` ausführen.") from e
     except UnicodeDecodeError:
         name = ""
     if not _VERSION_NAME.fullmatch(name):
@@ -140,7 +140,7 @@ def build_lock(root: Path, timeout: float | None = None):
                 break
             except BlockingIOError:
                 if deadline is not None and time.monotonic() > deadline:
-                    raise IndexLockedError(f"Ein anderer Aufbau läuft gerade für {root}.")
+                    raise IndexLockedError(f"Ein anderer Aufbau läuft gerade für {root}.") from None
                 time.sleep(0.1)
         try:
             yield
@@ -248,7 +248,7 @@ class Index:
                 text = self.documents[doc_id].text[start:end]
                 self.chunks[cid] = Chunk(doc_id=doc_id, start=start, end=end, text=text)
         except (sqlite3.DatabaseError, KeyError) as e:
-            raise IndexCorruptError(f"Index unter {self.root} ist beschädigt (Tabelle: {e}). Bitte `rag build` ausführen.")
+            raise IndexCorruptError(f"Index unter {self.root} ist beschädigt (Tabelle: {e}). Bitte `rag build` ausführen.") from e
         finally:
             db.close()
         self.chunk_ids = np.array(sorted(self.chunks), dtype=np.int64)
@@ -274,6 +274,13 @@ class Index:
                 self.bm25 = bm25s.BM25.load(str(bm25_dir), show_progress=False)
             except Exception as e:  # bm25s raises assorted errors on damaged files
                 raise IndexCorruptError(f"Index unter {self.root} ist beschädigt (BM25). Bitte `rag build` ausführen.") from e
+
+    def with_config(self, config: Config) -> "Index":
+        """The same loaded version answering with other answer settings (reader, scorer, weights);
+        tables, vectors and caches are shared. Model and chunking settings stay the index's."""
+        twin = copy.copy(self)
+        twin.config = _config_from_manifest(self.manifest, config)
+        return twin
 
     # -- model
     @property
@@ -408,14 +415,15 @@ def _read_manifest(root: Path, version_dir: Path) -> dict:
     try:
         manifest = json.loads((version_dir / "manifest.json").read_bytes().decode("utf-8"))
     except FileNotFoundError:
-        raise IndexCorruptError(f"Index unter {root} ist unvollständig (manifest.json fehlt). Bitte `rag build` ausführen.")
+        raise IndexCorruptError(f"Index unter {root} ist unvollständig (manifest.json fehlt). Bitte `rag build` ausführen.") from None
     except (OSError, ValueError, RecursionError):  # unreadable, not UTF-8 (a ValueError), not JSON
         raise IndexCorruptError(broken) from None
     if not isinstance(manifest, dict):
         raise IndexCorruptError(broken)
     if manifest.get("format_version") != FORMAT_VERSION:
         raise IndexCorruptError(
-            f"Index unter {root} hat Format {str(manifest.get('format_version'))[:20]}, erwartet {FORMAT_VERSION}. Bitte `rag build` ausführen."
+            f"Index unter {root} hat Format {str(manifest.get('format_version'))[:20]}, erwartet {FORMAT_VERSION}. "
+            "Bitte `rag build` ausführen."
         )
     # Manifests written before the checksum existed have none; every newer one must match it.
     if "checksum" in manifest and manifest["checksum"] != manifest_checksum(manifest):
@@ -677,7 +685,9 @@ def _write_files(root, documents, chunks, vectors, doc_chunk_ids, config, finger
 
     db = sqlite3.connect(tmp / "chunks.sqlite")
     with db:
-        db.execute("CREATE TABLE documents (id TEXT PRIMARY KEY, text TEXT, title TEXT, date TEXT, source TEXT, url TEXT, content_hash TEXT)")
+        db.execute(
+            "CREATE TABLE documents (id TEXT PRIMARY KEY, text TEXT, title TEXT, date TEXT, source TEXT, url TEXT, content_hash TEXT)"
+        )
         db.execute('CREATE TABLE chunks (id INTEGER PRIMARY KEY, doc_id TEXT, start INTEGER, "end" INTEGER)')
         db.executemany(
             "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -172,7 +170,7 @@ def test_concurrent_builds_serialise(corpus, tmp_path):
     def run():
         try:
             build_index(corpus, root, embedder=FakeEmbedder(delay=0.05))
-        except Exception as e:  # pragma: no cover - the assertion below reports it
+        except Exception as e:  # noqa: BLE001  # pragma: no cover - the assertion below reports it
             errors.append(e)
 
     threads = [threading.Thread(target=run) for _ in range(3)]
@@ -188,37 +186,70 @@ def test_concurrent_builds_serialise(corpus, tmp_path):
 KILL_SCRIPT = textwrap.dedent(
     """
     import sys
+    import threading
     sys.path.insert(0, {tests!r})
     from fakes import FakeEmbedder
-    from rag.store import build_index
-    print("start", flush=True)
-    build_index({corpus!r}, {index!r}, embedder=FakeEmbedder(delay=0.02))
+    from rag import store
+
+    def stop(where):
+        # Tell the test where the build is, then stay there until it kills this process.
+        print("at", where, flush=True)
+        threading.Event().wait()
+
+    def progress(frac, msg):
+        if msg.startswith({phase!r}):
+            stop(msg)
+
+    def pause_before(name):
+        original = getattr(store, name)
+
+        def paused(*args, **kwargs):
+            stop(name)
+            return original(*args, **kwargs)
+
+        setattr(store, name, paused)
+
+    if {phase!r}.startswith("_"):
+        pause_before({phase!r})
+    store.build_index({corpus!r}, {index!r}, embedder=FakeEmbedder(), progress=progress)
     print("done", flush=True)
     """
 )
 
 
-@pytest.mark.parametrize("kill_after", [0.3, 0.8, 1.5, 2.5])
-def test_build_killed_midway_leaves_previous_index_answering(tmp_path, kill_after):
+# Where the build is killed: progress messages (chunking, after the first of several embedding
+# batches, before writing) and store functions (the new version written but not yet renamed;
+# renamed but CURRENT not yet switched to it).
+KILL_POINTS = ["Artikel zerlegen", "Einbetten", "Index schreiben", "_fsync_tree", "_switch_current"]
+
+
+@pytest.mark.parametrize("phase", KILL_POINTS)
+def test_build_killed_midway_leaves_previous_index_answering(tmp_path, phase):
     corpus = write_corpus(tmp_path / "corpus", ARTICLES)
     root = tmp_path / "idx"
     build_index(corpus, root, embedder=FakeEmbedder())
     before = [p.doc_id for p in retrieve(load_index(root, embedder=FakeEmbedder()), "Derby Rapid Wien", k=3)]
-    # Many new articles so the killed build is busy embedding, chunking or writing.
+    # Many new articles, so that the killed build has several embedding batches and much to write.
     write_corpus(corpus, {f"neu{i}.txt": f"Artikel {i} über Verkehr in Linz. " * 40 for i in range(40)})
-    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), corpus=str(corpus), index=str(root))
+    script = KILL_SCRIPT.format(tests=str(Path(__file__).parent), corpus=str(corpus), index=str(root), phase=phase)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "start"
-    time.sleep(kill_after)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    idx = load_index(root, embedder=FakeEmbedder())  # old or new version, never a broken one
-    assert idx.faiss.ntotal == len(idx.chunks)
-    if len(idx.documents) == 3:
-        assert [p.doc_id for p in retrieve(idx, "Derby Rapid Wien", k=3)] == before
+    try:
+        reached = next((line.split(" ", 1)[1].strip() for line in proc.stdout if line.startswith("at ")), None)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    assert reached is not None and reached.startswith(phase), f"the build never reached {phase!r}"
+    if phase == "Einbetten":  # killed between batches, not after the last one
+        done, total = map(int, reached.split()[1].split("/"))
+        assert done < total
+    idx = load_index(root, embedder=FakeEmbedder())  # the previous version, complete and answering
+    assert len(idx.documents) == 3 and idx.faiss.ntotal == len(idx.chunks)
+    assert [p.doc_id for p in retrieve(idx, "Derby Rapid Wien", k=3)] == before
     rebuilt = build_index(corpus, root, embedder=FakeEmbedder())
     assert len(rebuilt.documents) == 43
     assert not list(root.glob(".tmp-*"))
+    assert len(list(root.glob("v-*"))) <= 2  # a version renamed but never switched to is removed too
 
 
 def test_memos_forget_the_least_recently_used_entry_first():

@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -29,6 +29,7 @@ import gradio as gr  # noqa: E402
 from rag import api as rag_api  # noqa: E402
 from rag.config import Config  # noqa: E402
 from rag.errors import CorpusError, QuestionError, RagError  # noqa: E402
+from rag.progress import Progress, progress_bar  # noqa: E402
 from rag.service import RagService  # noqa: E402
 
 from . import render  # noqa: E402
@@ -46,8 +47,6 @@ EXAMPLES = [
     "Wie viele Menschen sind im Konflikt in der Ostukraine bisher gestorben?",
     "Welche Pipeline steht für Deutschland im Konflikt auf dem Spiel?",
 ]
-
-Progress = Callable[[float, str], None]
 
 
 # ---------------------------------------------------------------- the service behind the UI
@@ -228,7 +227,8 @@ ol.rag-cards { list-style: none; padding: 0; margin: .35rem 0 0; }
 .rag-card-num { position: absolute; left: .6rem; top: .6rem; width: 1.3rem; height: 1.3rem; border-radius: 50%;
   background: #1f3a5f; color: #fff; font-size: .75rem; font-weight: 700; display: flex; align-items: center; justify-content: center;
   font-family: system-ui, sans-serif; line-height: 1; }
-#rag-log blockquote.rag-quote { margin: 0 0 .45rem !important; padding: 0 !important; border: none !important; font-family: Georgia, 'Times New Roman', serif; font-size: 1.02rem;
+#rag-log blockquote.rag-quote { margin: 0 0 .45rem !important; padding: 0 !important; border: none !important;
+  font-family: Georgia, 'Times New Roman', serif; font-size: 1.02rem;
   line-height: 1.5; white-space: pre-line; overflow-wrap: anywhere; color: #222; }
 .rag-meta { display: flex; flex-wrap: wrap; gap: .15rem .9rem; font-size: .82rem; color: #555; overflow-wrap: anywhere; }
 .rag-meta .rag-title { font-weight: 600; color: #222; flex-basis: 100%; }
@@ -333,7 +333,8 @@ def _theme():
 
 def _header_html(svc: UIService) -> str:
     idx = svc.index
-    state = f"{len(idx.documents)} Artikel · {len(idx.chunks)} Abschnitte im Index · Stand {time.strftime('%H:%M', time.localtime(svc.updated))}"
+    updated = time.strftime("%H:%M", time.localtime(svc.updated))
+    state = f"{len(idx.documents)} Artikel · {len(idx.chunks)} Abschnitte im Index · Stand {updated}"
     return (
         '<div id="rag-header"><div><h1>Nachrichten-Recherche</h1>'
         '<div class="rag-sub">Fragen an das Artikel-Archiv – jede Antwort mit wörtlichem Zitat und Quelle</div></div>'
@@ -436,7 +437,8 @@ def create_app(index_path, corpus_path, config: Config | None = None, embedder=N
 
     def ask_remove(doc_id):
         if not doc_id:
-            return gr.Row(visible=False), render.render_build_status("Bitte zuerst einen Artikel auswählen.", ok=False, title="Kein Artikel gewählt")
+            status = render.render_build_status("Bitte zuerst einen Artikel auswählen.", ok=False, title="Kein Artikel gewählt")
+            return gr.Row(visible=False), status
         doc = svc.index.documents.get(doc_id)
         name = doc.title if doc else doc_id
         return gr.Row(visible=True), render.render_build_status(
@@ -445,7 +447,8 @@ def create_app(index_path, corpus_path, config: Config | None = None, embedder=N
 
     def do_remove(doc_id, progress=gr.Progress()):
         if not doc_id:
-            return (gr.Row(visible=False), render.render_build_status("Kein Artikel gewählt.", ok=False, title="Nichts entfernt"), *corpus_view(), gr.skip())
+            status = render.render_build_status("Kein Artikel gewählt.", ok=False, title="Nichts entfernt")
+            return (gr.Row(visible=False), status, *corpus_view(), gr.skip())
         try:
             idx, msg = svc.remove(doc_id, _progress(progress))
             status = render.render_build_status(f"{msg} · {idx.last_build.line()}", idx.last_build.warnings, title="Artikel entfernt")
@@ -516,7 +519,9 @@ def create_app(index_path, corpus_path, config: Config | None = None, embedder=N
                         )
                         rebuild_btn = gr.Button("Index neu aufbauen", variant="secondary", elem_id="rag-rebuild")
                         build_status = gr.HTML(
-                            render.render_build_status("Hochladen, Neuaufbau und Entfernen werden hier mit Fortschritt angezeigt.", title="Bereit", ok=None),
+                            render.render_build_status(
+                                "Hochladen, Neuaufbau und Entfernen werden hier mit Fortschritt angezeigt.", title="Bereit", ok=None
+                            ),
                             elem_id="rag-build-status", min_height=70,
                         )
                         doc_pick = gr.Dropdown(
@@ -550,7 +555,10 @@ def create_app(index_path, corpus_path, config: Config | None = None, embedder=N
         rebuild_btn.click(do_rebuild, None, [build_status, *korpus_outputs], **build_opts)
         upload_btn.upload(do_upload, [upload_btn, overwrite], [build_status, *korpus_outputs], **build_opts)
         remove_btn.click(ask_remove, [doc_pick], [confirm_row, build_status], queue=False, api_visibility="private")
-        cancel_btn.click(lambda: (gr.Row(visible=False), render.render_build_status("Nichts entfernt.", ok=None, title="Abgebrochen")), None, [confirm_row, build_status], queue=False, api_visibility="private")
+        cancel_btn.click(
+            lambda: (gr.Row(visible=False), render.render_build_status("Nichts entfernt.", ok=None, title="Abgebrochen")),
+            None, [confirm_row, build_status], queue=False, api_visibility="private",
+        )
         confirm_btn.click(do_remove, [doc_pick], [confirm_row, build_status, *korpus_outputs, doc_view], **build_opts)
         show_btn.click(show_doc, [doc_pick], [doc_view], queue=False, api_visibility="private")
         demo.load(corpus_view, None, korpus_outputs, queue=False, api_visibility="private")
@@ -600,14 +608,10 @@ def parse_auth(value: str | None):
 def _terminal_progress() -> Progress:
     """Build progress for the terminal: a bar on a TTY, else one line per step."""
     if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=100, desc="Aufbau", unit="%", leave=False)
+        bar, move = progress_bar("Aufbau")
 
         def report(frac: float, msg: str) -> None:
-            bar.set_description(msg)
-            bar.n = int(frac * 100)
-            bar.refresh()
+            move(frac, msg)
             if frac >= 1.0:
                 bar.close()
 

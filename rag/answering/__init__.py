@@ -15,7 +15,7 @@ Scorers and readers are chosen by name in `Config.scorer` / `Config.reader` from
 """
 from .agreement import Agreement, agreement_of, comparable, corroborating, same_answer
 from .candidates import Candidate
-from .evidence import ABSTAIN_MESSAGE, abstains, evidence
+from .evidence import ABSTAIN_MESSAGE, Evidence, abstains, evidence, weigh
 from .phrases import find_phrase, phrase_value, question_type
 from .pipeline import Answer, answer
 from .quotes import quote_span
@@ -24,7 +24,7 @@ from .scoring import SCORERS, HeuristicScorer, SentenceScorer, make_scorer
 
 __all__ = [
     "Answer", "Agreement", "Candidate", "Reading", "Reader", "SentenceScorer", "HeuristicReader", "HeuristicScorer",
-    "READERS", "SCORERS", "make_reader", "make_scorer", "answer", "evidence", "abstains", "ABSTAIN_MESSAGE",
+    "READERS", "SCORERS", "make_reader", "make_scorer", "answer", "evidence", "abstains", "weigh", "Evidence", "ABSTAIN_MESSAGE",
     "agreement_of", "comparable", "corroborating", "same_answer", "find_phrase", "phrase_value", "question_type",
     "quote_span",
 ]

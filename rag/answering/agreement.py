@@ -75,12 +75,14 @@ def agreement_of(
     phrases: list[tuple[str, str]], kind: str | None = "number", tolerance: float = Config.agreement_tolerance
 ) -> Agreement | None:
     """The first phrase (the best answer) with the others that say the same, and those that say
-    otherwise in comparable terms; None unless at least two articles take part."""
+    otherwise in comparable terms; None unless at least two articles take part. Answers of no
+    known kind (a reader's span for a „was …?“ question) agree word for word and never
+    contradict: two different spans are more often two different facts."""
     if not phrases:
         return None
     first = phrases[0][1]
     same = [phrases[0]] + [p for p in phrases[1:] if same_answer(first, p[1], kind, tolerance)]
-    differing = [p for p in phrases[1:] if p not in same and comparable(first, p[1], kind)]
+    differing = [p for p in phrases[1:] if p not in same and kind is not None and comparable(first, p[1], kind)]
     if len(same) + len(differing) < 2:
         return None
     return Agreement(phrases=same, differing=differing)
@@ -97,7 +99,8 @@ def corroborating(
     somewhat below the best score (`corroboration_margin`). Of an article's agreeing sentences the one
     closest in meaning to the best one is taken: it is about the same event, where another sentence
     with the same figure may be about an earlier one ("das Treffen in Genf dauerte fast zwei Stunden")."""
-    if kind is None or not ranked:
+    # Without a known kind only a model reader's spans are compared (word for word).
+    if not ranked or (kind is None and ranked[0].no_answer is None):
         return []
     window = [c for c in ranked[: config.corroboration_window * config.answer_pool] if c.span is not None]
 

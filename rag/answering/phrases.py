@@ -206,6 +206,20 @@ def _number(raw: str) -> float:
     return float(raw)
 
 
+def complete_value(sentence: str, span: tuple[int, int]) -> tuple[int, int]:
+    """`span` (offsets in `sentence`) widened to the longest duration or amount phrase it overlaps:
+    a value cut short says something else ("fünf Minuten" of "zwei Stunden und fünf Minuten")."""
+    best = span
+    for kind in ("duration", "number"):
+        for m in PATTERNS[kind].finditer(sentence):
+            a, b = m.span()
+            while b > a and sentence[b - 1] in " ,;:":
+                b -= 1
+            if a < span[1] and span[0] < b and b - a > best[1] - best[0]:
+                best = (a, b)
+    return (min(span[0], best[0]), max(span[1], best[1]))
+
+
 def phrase_value(phrase: str) -> float | None:
     """A comparable number for a duration or quantity phrase (durations in minutes, amounts with
     their magnitude: "3 Millionen" → 3e6)."""

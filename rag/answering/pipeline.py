@@ -9,7 +9,7 @@ from ..config import Config
 from ..retrieval import Filters, Passage, find_candidates
 from .agreement import Agreement, agreement_of, corroborating
 from .candidates import Candidate, embed_features, sentences_of
-from .evidence import ABSTAIN_MESSAGE, abstains, evidence
+from .evidence import ABSTAIN_MESSAGE, abstains, weigh
 from .phrases import SELECTIVE_KINDS, find_phrase, question_type
 from .quotes import assemble_quotes
 from .reading import Reader, make_reader
@@ -67,8 +67,9 @@ def answer(
         return Answer(question=q, passages=[], abstained=True, confidence=0.0, message=ABSTAIN_MESSAGE)
     kind = question_type(q)
     ranked = rank(index, q, gather(index, q, found.passages, kind), scorer or make_scorer(cfg), reader or make_reader(cfg))
-    confidence = evidence(ranked, cfg)
-    abstained = abstains(confidence, cfg)
+    support = weigh(ranked, cfg)
+    confidence = support.strength
+    abstained = abstains(support, cfg)
     text_of = _text_of(index)
     # Articles that say the same as the best answer are quoted first, so the user sees the agreement.
     group = [] if abstained else corroborating(ranked, kind, text_of, cfg)[:k]
@@ -104,7 +105,7 @@ def gather(index: "Index", question: str, passages: list[Passage], kind: str | N
 
 def read(index: "Index", question: str, cands: list[Candidate], reader: Reader) -> None:
     """Let the reader mark the answering span of every candidate."""
-    for c, r in zip(cands, reader(question, cands, _text_of(index)), strict=True):
+    for c, r in zip(cands, reader(question, cands, index), strict=True):
         c.span, c.span_score, c.no_answer = r.span, r.score, r.no_answer
 
 

@@ -1,21 +1,26 @@
 """Readers: where in a candidate sentence the answer is (the phrase to mark), and how sure.
 
-A reader is any callable ``reader(question, candidates, text_of) -> list[Reading]``, one Reading
-per candidate, in order; `text_of(doc_id)` gives a document's text. Readers are chosen by name
+A reader is any callable ``reader(question, candidates, docs) -> list[Reading]``, one Reading
+per candidate, in order; `docs` gives the articles' texts and sentences (the `Index` is one).
+Readers are chosen by name
 (`Config.reader`) from `READERS`.
 """
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
 
 from ..config import Config
 from .candidates import Candidate
 from .phrases import find_phrase, question_type
 from .registry import Factory, create
 
-__all__ = ["Reading", "Reader", "HeuristicReader", "READERS", "make_reader"]
+if TYPE_CHECKING:
+    from ..corpus import Document
+
+__all__ = ["Reading", "Reader", "Documents", "HeuristicReader", "READERS", "make_reader"]
 
 
 @dataclass(frozen=True)
@@ -27,8 +32,16 @@ class Reading:
     no_answer: float | None = None  # confidence that the sentence does not answer (None: no opinion)
 
 
+class Documents(Protocol):
+    """What a reader may look at beyond the candidates: the articles and their sentences."""
+
+    documents: Mapping[str, "Document"]
+
+    def sentences(self, doc_id: str) -> list[tuple[int, int]]: ...
+
+
 class Reader(Protocol):
-    def __call__(self, question: str, candidates: Sequence[Candidate], text_of: Callable[[str], str]) -> list[Reading]: ...
+    def __call__(self, question: str, candidates: Sequence[Candidate], docs: Documents) -> list[Reading]: ...
 
 
 class HeuristicReader:
@@ -38,21 +51,24 @@ class HeuristicReader:
     def __init__(self, config: Config):
         self.config = config
 
-    def __call__(self, question: str, candidates: Sequence[Candidate], text_of: Callable[[str], str]) -> list[Reading]:
+    def __call__(self, question: str, candidates: Sequence[Candidate], docs: Documents | None = None) -> list[Reading]:
         kind = question_type(question)
         readings = []
         for c in candidates:
-            found = find_phrase(text_of(c.doc_id)[c.start : c.end], kind, question, self.config)
+            found = find_phrase(c.text, kind, question, self.config)
             span = None if found is None else (c.start + found[0], c.start + found[1])
             readings.append(Reading(0.0, span))
         return readings
 
 
 # Name → factory (see rag.answering.registry).
-READERS: dict[str, Factory] = {"heuristic": HeuristicReader}
+READERS: dict[str, Factory] = {"heuristic": HeuristicReader, "trained": "rag.answering.neural:ModelReader"}
 
 
 @functools.lru_cache(maxsize=4)
 def make_reader(config: Config) -> Reader:
-    """The reader `config.reader` names, made once per configuration (a model loads once)."""
+    """The reader `config.reader` names, made once per configuration (a model loads once); a
+    folder path is a model the user brings (`rag.reader.external`)."""
+    if config.reader not in READERS and Path(config.reader).expanduser().exists():
+        return create(READERS, "trained", config, "Leser")  # the same reader, with the user's model
     return create(READERS, config.reader, config, "Leser")

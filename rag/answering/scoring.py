@@ -38,10 +38,14 @@ class HeuristicScorer:
 
 
 # Name → factory (see rag.answering.registry).
-SCORERS: dict[str, Factory] = {"heuristic": HeuristicScorer}
+SCORERS: dict[str, Factory] = {"heuristic": HeuristicScorer, "combined": "rag.answering.neural:CombinedScorer"}
 
 
 @functools.lru_cache(maxsize=4)
 def make_scorer(config: Config) -> SentenceScorer:
-    """The scorer `config.scorer` names, made once per configuration."""
-    return create(SCORERS, config.scorer, config, "Satzbewerter")
+    """The scorer `config.scorer` names, made once per configuration ("auto": the combined scorer
+    with a model reader, else the heuristic one)."""
+    name = config.scorer
+    if name == "auto":
+        name = "heuristic" if config.reader == "heuristic" else "combined"
+    return create(SCORERS, name, config, "Satzbewerter")

@@ -20,6 +20,7 @@ from typing import Iterator
 from ..chunking import split_sentences
 
 EVAL_DIR = Path(__file__).resolve().parents[2] / "eval"
+DEV_SHARE = 0.2  # of the articles, held out of training; `rag eval --split dev` asks about these
 
 
 @dataclass(frozen=True)

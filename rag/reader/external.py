@@ -186,7 +186,10 @@ class HFQuestionAnsweringReader:
         offsets = enc["offset_mapping"]
         return question if len(offsets) <= MAX_QUESTION else question[: offsets[MAX_QUESTION - 1][1]]
 
-    def read(self, question: str, windows: Sequence[str], batch: int = BATCH) -> list[WindowReading]:
+    def read(
+        self, question: str, windows: Sequence[str], focus: Sequence[tuple[int, int]] | None = None, batch: int = BATCH
+    ) -> list[WindowReading]:
+        # `focus` (where the span should lie) is not used: the caller drops spans outside it.
         """For each window: the best span (characters inside the window) and its margin over "no answer"."""
         out: list[WindowReading] = [WindowReading(None, NO_WINDOW_MARGIN)] * len(windows)
         if not windows:
@@ -252,7 +255,10 @@ class CrossEncoderReader:
         self._identity = torch.nn.Identity()  # raw logits: the saved activation (sigmoid) is bypassed
         self._lock = threading.Lock()
 
-    def read(self, question: str, windows: Sequence[str], batch: int = BATCH) -> list[WindowReading]:
+    def read(
+        self, question: str, windows: Sequence[str], focus: Sequence[tuple[int, int]] | None = None, batch: int = BATCH
+    ) -> list[WindowReading]:
+        # `focus` (where the span should lie) is not used: the caller drops spans outside it.
         """For each window: no span, and the model's raw score as margin."""
         if not windows:
             return []

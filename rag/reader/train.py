@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from .data import EVAL_DIR, QAExample, Window, is_dev, load_examples, windows_for, xquad_path
+from .data import DEV_SHARE, EVAL_DIR, QAExample, Window, is_dev, load_examples, windows_for, xquad_path
 from .model import Encoded, best_span, build_network, char_span, cosine_schedule, encode_pair, pad_batch, token_span, trained_state
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -28,7 +28,7 @@ FORMAT = 1
 @dataclass(frozen=True)
 class TrainSettings:
     langs: tuple[str, ...] = ("de", "en", "es")  # XQuAD languages besides news-qa (German)
-    dev_share: float = 0.2  # of the articles (news and XQuAD alike), held out
+    dev_share: float = DEV_SHARE  # of the articles (news and XQuAD alike), held out
     negatives: int = 2  # windows without the answer per question
     trainable_layers: int = 2
     max_len: int = 192  # tokens of question + window
