@@ -35,7 +35,6 @@ def export_int8(model_dir: Path, dest: Path) -> Path:
     """Write the int8 ONNX encoder of `model_dir` to `dest` (atomically). Needs torch and onnx."""
     import torch
     import torch.nn.functional as F
-    from onnxruntime.quantization import QuantType, quantize_dynamic
     from safetensors.torch import load_file
 
     cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
@@ -83,6 +82,15 @@ def export_int8(model_dir: Path, dest: Path) -> Path:
             pooled = (x * mf.unsqueeze(-1)).sum(1) / mf.sum(1, keepdim=True).clamp(min=1e-9)
             return F.normalize(pooled, dim=-1)
 
+    return export_quantized(Encoder().eval(), dest, "embedding", {0: "b"})
+
+
+def export_quantized(module, dest: Path, output: str, output_axes: dict[int, str]) -> Path:
+    """Export a torch module taking (input_ids, attention_mask) to ONNX and quantise its weights
+    to int8 (dynamic, per channel); written to `dest` atomically. Needs torch and onnx."""
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".export-") as tmp:
         fp32 = Path(tmp) / "model.onnx"
@@ -91,9 +99,9 @@ def export_int8(model_dir: Path, dest: Path) -> Path:
         mask[1, 10:] = 0
         with torch.inference_mode():
             torch.onnx.export(
-                Encoder().eval(), (ids, mask), str(fp32), input_names=["input_ids", "attention_mask"],
-                output_names=["embedding"], opset_version=17, dynamo=False,
-                dynamic_axes={"input_ids": {0: "b", 1: "l"}, "attention_mask": {0: "b", 1: "l"}, "embedding": {0: "b"}},
+                module, (ids, mask), str(fp32), input_names=["input_ids", "attention_mask"],
+                output_names=[output], opset_version=17, dynamo=False,
+                dynamic_axes={"input_ids": {0: "b", 1: "l"}, "attention_mask": {0: "b", 1: "l"}, output: output_axes},
             )
         q = Path(tmp) / "model-int8.onnx"
         root = logging.getLogger()

@@ -253,7 +253,7 @@ def _candidate(texts: dict[str, str], doc_id: str, sentence: str, score: float, 
     """A scored candidate sentence of `texts[doc_id]`, its span what the heuristic reader marks."""
     text = texts[doc_id]
     start = text.index(sentence)
-    c = Candidate(doc_id, start, start + len(sentence), sentence, prior=1.0, score=score, vec=np.array(vec, float))
+    c = Candidate(doc_id, start, start + len(sentence), sentence, prior=1.0, score=score, heuristic=score, vec=np.array(vec, float))
     c.span = HeuristicReader(Config())("Wie lange dauerte der Gipfel?", [c], texts.__getitem__)[0].span
     return c
 
@@ -423,15 +423,17 @@ def test_summit_duration_is_answered_with_agreeing_sources(seed_index):
     ans = answer(seed_index, "Wie lange dauerte der Gipfel?", k=3)
     assert not ans.abstained
     assert ans.phrase == "rund zwei Stunden"
-    # The articles that give the duration of this summit agree, each with its own whole phrase (the
-    # reader's span completed to the whole value); the Geneva meeting of June (same figure, other
-    # event) is not counted as agreeing.
+    # Each article that gives the duration of this summit is quoted once, with its own whole phrase
+    # (the reader's span completed to the whole value); the Geneva meeting of June (same figure,
+    # other event) is not among them.
     assert ans.agreement is not None and ans.agreement.agree
-    assert ans.agreement.phrases[:2] == [
+    assert ans.agreement.phrases == [
         ("000_aa78fff76f6e486e", "rund zwei Stunden"),
         ("003_895ec12886e94bdb", "zwei Stunden und fünf Minuten"),
+        ("001_10c1cd6136e05353", "gut zweistündigen"),
     ]
-    assert [p.doc_id for p in ans.passages[:2]] == [d for d, _ in ans.agreement.phrases[:2]]
+    assert [p.doc_id for p in ans.passages] == [d for d, _ in ans.agreement.phrases]
+    assert all("Genf" not in p.text for p in ans.passages)
 
 
 def test_a_paraphrased_duration_question_gets_the_summits_length(seed_index):

@@ -203,3 +203,21 @@ def test_load_external_reader_reports_a_broken_model_in_one_line(tmp_path):
     folder = _qa_model(tmp_path / "qa")
     (folder / "model.safetensors").write_bytes(b"not a model")
     _assert_one_line_error(folder, "nicht ladbar")
+
+
+def test_config_reader_path_answers_with_the_users_model(tmp_path, fake_seed_index):
+    """`Config(reader=PATH)`: the answer's bold phrase is the user's model's span, in the quote."""
+    from rag.answering import answer, make_reader
+    from rag.answering.neural import ModelReader
+    from rag.reader.external import HFQuestionAnsweringReader
+
+    folder = _qa_model(tmp_path / "qa")
+    cfg = fake_seed_index.config.replace(reader=str(folder), reader_threshold=-1e9)
+    reader = make_reader(cfg)
+    assert isinstance(reader, ModelReader) and isinstance(reader.model, HFQuestionAnsweringReader)
+    ans = answer(fake_seed_index.with_config(cfg), "Wie lange dauerte der Videogipfel?", k=3)
+    assert not ans.abstained and ans.passages
+    for p in ans.passages:
+        assert fake_seed_index.documents[p.doc_id].text[p.start : p.end] == p.text
+        if p.phrase:
+            assert p.highlight[0] <= p.phrase[0] < p.phrase[1] <= p.highlight[1]

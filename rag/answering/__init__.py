@@ -2,8 +2,10 @@
 across articles, abstention when the corpus does not say. One module per step:
 
 - candidates.py  which sentences are considered (`Candidate`) and their features
-- reading.py     where in a sentence the answer is (`Reader`; default `HeuristicReader`)
-- scoring.py     how sentences are ranked (`SentenceScorer`; default `HeuristicScorer`)
+- reading.py     where in a sentence the answer is (`Reader`; `HeuristicReader`: the typed phrase)
+- neural.py      the model reader (`ModelReader`: the trained reader or a user's model) and the
+                 `CombinedScorer` that adds its margin to the rules' score (the defaults)
+- scoring.py     how sentences are ranked (`SentenceScorer`; `HeuristicScorer`: the rules)
 - phrases.py     German typed phrases (durations, dates, numbers, places, names)
 - evidence.py    whether to abstain, apart from the ranking
 - agreement.py   which articles say the same, which say otherwise

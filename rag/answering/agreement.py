@@ -114,7 +114,8 @@ def corroborating(
     a_phrase = phrase(anchor)
     members: dict[str, tuple[float, Candidate, str]] = {}
     for c in window:
-        if c.doc_id == anchor.doc_id or c.score < anchor.score - config.corroboration_margin:
+        # In the rules' units: a reader that did not read a sentence has no say on its distance.
+        if c.doc_id == anchor.doc_id or c.heuristic < anchor.heuristic - config.corroboration_margin:
             continue
         p = phrase(c)
         if not same_answer(a_phrase, p, kind, config.agreement_tolerance):

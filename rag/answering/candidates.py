@@ -33,6 +33,7 @@ class Candidate:
     span_score: float = 0.0  # the reader's confidence in `span`
     no_answer: float | None = None  # the reader's confidence that the sentence does not answer
     score: float = 0.0
+    heuristic: float = 0.0  # the rules' score (HeuristicScorer), also when another scorer ranks
 
     @property
     def typed(self) -> bool:

@@ -13,7 +13,7 @@ from .evidence import ABSTAIN_MESSAGE, abstains, weigh
 from .phrases import SELECTIVE_KINDS, find_phrase, question_type
 from .quotes import assemble_quotes
 from .reading import Reader, make_reader
-from .scoring import SentenceScorer, make_scorer
+from .scoring import HeuristicScorer, SentenceScorer, make_scorer
 
 if TYPE_CHECKING:
     from ..store import Index
@@ -115,8 +115,10 @@ def rank(index: "Index", question: str, cands: list[Candidate], scorer: Sentence
     same thing in every mode."""
     embed_features(index, question, cands)
     read(index, question, cands, reader)
-    for c, s in zip(cands, scorer(question, cands), strict=True):
-        c.score = float(s)
+    # The rules' score too: corroboration compares articles in its units, whatever the ranking.
+    heuristic = HeuristicScorer(index.config)(question, cands)
+    for c, s, h in zip(cands, scorer(question, cands), heuristic, strict=True):
+        c.score, c.heuristic = float(s), float(h)
     return sorted(cands, key=lambda c: -c.score)
 
 

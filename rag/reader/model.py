@@ -125,11 +125,14 @@ def build_network(model_dir: Path, trainable_layers: int):
             x = self.ln1(x + self.drop(self.ao(ctx)))
             return self.ln2(x + self.drop(self.fo(nn.functional.gelu(self.fi(x)))))
 
+    sd = e5_state_dict(model_dir)
+
     class ReaderNet(nn.Module):
         def __init__(self):
             super().__init__()
-            self.word = nn.Embedding(cfg["vocab_size"], H)
-            self.pos = nn.Embedding(cfg["max_position_embeddings"], H)
+            # Built from the e5 tables directly: a random init of 250k × 384 first costs seconds and memory.
+            self.word = nn.Embedding.from_pretrained(sd["embeddings.word_embeddings.weight"], freeze=True)
+            self.pos = nn.Embedding.from_pretrained(sd["embeddings.position_embeddings.weight"], freeze=True)
             self.tok_type = nn.Parameter(torch.zeros(H))
             self.ln = nn.LayerNorm(H, eps=eps)
             self.layers = nn.ModuleList(Layer() for _ in range(NL))
@@ -154,10 +157,7 @@ def build_network(model_dir: Path, trainable_layers: int):
             return self.upper(self.lower(ids, mask), mask)
 
     net = ReaderNet()
-    sd = e5_state_dict(model_dir)
     with torch.no_grad():
-        net.word.weight.copy_(sd["embeddings.word_embeddings.weight"])
-        net.pos.weight.copy_(sd["embeddings.position_embeddings.weight"])
         net.tok_type.copy_(sd["embeddings.token_type_embeddings.weight"][0])
         net.ln.weight.copy_(sd["embeddings.LayerNorm.weight"])
         net.ln.bias.copy_(sd["embeddings.LayerNorm.bias"])

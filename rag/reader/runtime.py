@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,7 +68,7 @@ def _load_torch(weights_dir: Path, manifest: dict, model_dir: Path):
 
 def export_int8(weights_dir: Path, manifest: dict, model_dir: Path, dest: Path) -> Path:
     """The whole reader as one int8 ONNX graph (input ids and mask → start/end logits)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from ..onnx_backend import export_quantized
 
     net, torch = _load_torch(weights_dir, manifest, model_dir)
 
@@ -82,28 +80,7 @@ def export_int8(weights_dir: Path, manifest: dict, model_dir: Path, dest: Path) 
         def forward(self, input_ids, attention_mask):
             return self.net(input_ids, attention_mask > 0)
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".export-") as tmp:
-        fp32 = Path(tmp) / "reader.onnx"
-        ids = torch.randint(5, 1000, (2, 16))
-        mask = torch.ones_like(ids)
-        mask[1, 10:] = 0
-        with torch.inference_mode():
-            torch.onnx.export(
-                Logits().eval(), (ids, mask), str(fp32), input_names=["input_ids", "attention_mask"],
-                output_names=["logits"], opset_version=17, dynamo=False,
-                dynamic_axes={"input_ids": {0: "b", 1: "l"}, "attention_mask": {0: "b", 1: "l"}, "logits": {0: "b", 1: "l"}},
-            )
-        q = Path(tmp) / "reader-int8.onnx"
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)  # the quantiser logs advice on the root logger
-        try:
-            quantize_dynamic(str(fp32), str(q), weight_type=QuantType.QInt8, per_channel=True)
-        finally:
-            root.setLevel(level)
-        os.replace(q, dest)
-    return dest
+    return export_quantized(Logits().eval(), dest, "logits", {0: "b", 1: "l"})
 
 
 class NeuralReader:
