@@ -42,7 +42,7 @@ eval: setup
 	$(VENV)/bin/rag eval eval/xquad-de-dev.json --split dev --distractors eval/data/10kGNAD-test.csv --distractors-limit 300 --reader all
 	$(VENV)/bin/rag eval eval/xquad-de-dev.json --distractors eval/data/10kGNAD-test.csv --distractors-limit 300 --retriever all --reader heuristic
 
-# Train the answer reader from eval/ (news-qa + XQuAD, train split) into rag/reader/weights/ (≈ 45–70 min
+# Train the answer reader from eval/ (news-qa + XQuAD, train split) into rag/reader/weights/ (≈ 40 min
 # on 2 cores); the dev figures go into rag/reader/weights/manifest.json.
 train-reader: setup
 	$(VENV)/bin/rag train-reader

@@ -34,9 +34,9 @@ class Config:
     scorer: str = "auto"
     reader: str = "trained"  # the reader trained by `rag train-reader`, shipped in rag/reader/weights/
     # The model reader reads the best reader_top sentences (by the heuristic score), each with
-    # reader_context sentences before and after it, as in training. Runtime "torch" (float); "onnx-int8"
-    # is faster but measured 6 points of answer F1 worse on the news dev split (int8 activations of the
-    # lower layers), so it is not the default.
+    # reader_context sentences before and after it, as in training. Runtime "torch" (bf16 products
+    # where the CPU has them natively, else float32); "onnx-int8" is faster but measured 6 points of
+    # answer F1 worse on the news dev split (int8 activations of the lower layers): not the default.
     reader_top: int = 8
     reader_context: int = 1
     reader_window_chars: int = 700  # neighbouring candidates share one window up to this length (read once)

@@ -3,15 +3,17 @@
 `NeuralReader(weights_dir)` reads (question, window) pairs and returns, per window, the best answer
 span and its margin over "no answer". The network is e5's lower layers (from the locally rebuilt
 multilingual-e5-small) under the shipped fine-tuned top layers and head. By default it runs the
-float network on torch; `backend="onnx-int8"` runs an int8 ONNX export of it (exported once into the
-cache, like the embedding encoder): faster, but measured 6 points of answer F1 worse on the news
-dev split, because the int8 activations of the lower layers blur what the top layers read.
+network on torch (bf16 products where the CPU has them, else float32); `backend="onnx-int8"` runs
+an int8 ONNX export of it (exported once into the cache, like the embedding encoder): faster, but
+measured 6 points of answer F1 worse on the news dev split, because the int8 activations of the
+lower layers blur what the top layers read.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +85,17 @@ def export_int8(weights_dir: Path, manifest: dict, model_dir: Path, dest: Path) 
     return export_quantized(Logits().eval(), dest, "logits", {0: "b", 1: "l"})
 
 
+def cpu_has_bf16() -> bool:
+    """Whether the CPU multiplies bf16 natively (AVX-512 BF16 or AMX); `RAG_READER_FP32=1` says no."""
+    if os.environ.get("RAG_READER_FP32"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return bool(re.search(r"\b(?:avx512_bf16|amx_bf16)\b", flags))
+
+
 class NeuralReader:
     """The trained span reader. Thread-safe; one instance per process is enough."""
 
@@ -101,7 +114,12 @@ class NeuralReader:
         self._lock = threading.Lock()
         if backend == "torch":
             self._net, self._torch = _load_torch(self.weights_dir, self.manifest, model_dir)
+            # bf16 matrix products where the CPU has them natively: measured on 120 news dev
+            # questions, the same answer F1 (0.621) in 35 % less time. Elsewhere bf16 is emulated
+            # and slower than float32, so float32 stays.
+            self.precision = "bf16" if cpu_has_bf16() else "fp32"
             return
+        self.precision = "int8"
         key = hashlib.sha256(f"{self.manifest.get('weights_sha256')}:{model_dir.name}:{EXPORT_VERSION}".encode()).hexdigest()[:16]
         graph = cache_dir() / "onnx" / f"reader-{key}-int8.onnx"
         if not graph.is_file():
@@ -119,13 +137,14 @@ class NeuralReader:
 
     @property
     def fingerprint(self) -> str:
-        return f"reader@{str(self.manifest.get('weights_sha256', ''))[:16]}+{self.backend}"
+        return f"reader@{str(self.manifest.get('weights_sha256', ''))[:16]}+{self.backend}-{self.precision}"
 
     def _logits(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         with self._lock:
             if self.backend == "torch":
-                with self._torch.inference_mode():
-                    return self._net(self._torch.from_numpy(ids), self._torch.from_numpy(mask)).numpy()
+                torch = self._torch
+                with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                    return self._net(torch.from_numpy(ids), torch.from_numpy(mask)).float().numpy()
             return self._session.run(None, {"input_ids": ids, "attention_mask": mask.astype(np.int64)})[0]
 
     def read(
