@@ -56,15 +56,11 @@ def candidates(out: Path) -> None:
         kept = []
         for i in order[:40]:
             c = cands[i]
-            sents = index.sentences(c.doc_id)
-            j = next(k for k, (s, _) in enumerate(sents) if s == c.start)
-            ws, we = sents[max(0, j - 1)][0], sents[min(len(sents) - 1, j + 1)][1]
             text = index.documents[c.doc_id].text
             kept.append({
                 "doc": c.doc_id, "start": c.start, "end": c.end, "sentence": c.text, "heuristic": float(scores[i]),
                 "evidence": c.dense + cfg.evidence_lexical_weight * c.lexical,
                 "phrase": text[c.span[0] : c.span[1]] if c.span else None,
-                "window": text[ws:we], "focus": (c.start - ws, c.end - ws),
             })
         rows.append({"q": q, "question": found.question, "cands": kept})
         if n % 50 == 0:

@@ -88,6 +88,15 @@ def best_span(start_logits: np.ndarray, end_logits: np.ndarray, first: int, last
     return first + a, first + b, float(scores[a, b])
 
 
+def read_span(
+    enc: Encoded, window: str, start_logits: np.ndarray, end_logits: np.ndarray, first: int, last: int, max_tokens: int
+) -> tuple[tuple[int, int], float]:
+    """The best span among tokens first..last as characters of the window, and its margin: its
+    score minus the "no answer" score at the first token."""
+    a, z, score = best_span(start_logits, end_logits, first, last, max_tokens)
+    return char_span(enc, window, a, z), score - float(start_logits[0] + end_logits[0])
+
+
 # ---------------------------------------------------------------- torch network
 
 

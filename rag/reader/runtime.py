@@ -22,7 +22,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from ..errors import ModelError
-from .model import best_span, char_span, encode_pair, pad_batch
+from .model import encode_pair, pad_batch, read_span
 
 EXPORT_VERSION = 1
 
@@ -171,8 +171,7 @@ class NeuralReader:
                 out.append(WindowReading(None, NO_SPAN))
                 continue
             st, en = logits[w][:, 0], logits[w][:, 1]
-            a, z, score = best_span(st, en, first, last, self.max_answer)
-            out.append(WindowReading(char_span(enc, w, a, z), score - float(st[0] + en[0])))
+            out.append(WindowReading(*read_span(enc, w, st, en, first, last, self.max_answer)))
         return out
 
 

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from .data import DEV_SHARE, EVAL_DIR, QAExample, Window, is_dev, load_examples, windows_for, xquad_path
-from .model import Encoded, best_span, build_network, char_span, cosine_schedule, encode_pair, pad_batch, token_span, trained_state
+from .model import Encoded, build_network, cosine_schedule, encode_pair, pad_batch, read_span, token_span, trained_state
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FORMAT = 1
@@ -182,8 +182,7 @@ def predict(net, items: list[Item], s: TrainSettings) -> list[tuple[tuple[int, i
             for r, i in enumerate(part):
                 it = items[i]
                 st, en = start[r].numpy(), end[r].numpy()
-                a, z, score = best_span(st, en, it.enc.first, len(it.enc.ids) - 2, s.max_answer_tokens)
-                out[i] = (char_span(it.enc, it.window.text, a, z), score - float(st[0] + en[0]))
+                out[i] = read_span(it.enc, it.window.text, st, en, it.enc.first, len(it.enc.ids) - 2, s.max_answer_tokens)
     return out
 
 
