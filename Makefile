@@ -35,12 +35,17 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not browser"
 
 # The README's quality tables: trained reader against the rules on the news-qa and XQuAD dev splits
-# and the seed questions, then every retriever on XQuAD-de among news (data in eval/, eval/README.md).
+# and the seed questions, then every retriever on XQuAD-de among news (data in eval/, eval/README.md);
+# then the chats (first turns / follow-ups, with and without history) and the news and seed questions
+# asked alone and after a random unrelated chat.
 eval: setup
 	$(VENV)/bin/rag eval eval/seed-qa.jsonl --reader all
 	$(VENV)/bin/rag eval eval/news-qa.jsonl --split dev --reader all
 	$(VENV)/bin/rag eval eval/xquad-de-dev.json --split dev --distractors eval/data/10kGNAD-test.csv --distractors-limit 300 --reader all
 	$(VENV)/bin/rag eval eval/xquad-de-dev.json --distractors eval/data/10kGNAD-test.csv --distractors-limit 300 --retriever all --reader heuristic
+	$(VENV)/bin/rag eval eval/conversations-dev.jsonl
+	$(VENV)/bin/rag eval eval/news-qa.jsonl --split dev --after eval/conversations-dev.jsonl
+	$(VENV)/bin/rag eval eval/seed-qa.jsonl --after eval/conversations-dev.jsonl
 
 # Train the answer reader from eval/ (news-qa + XQuAD, train split) into rag/reader/weights/ (≈ 40 min
 # on 2 cores); the dev figures go into rag/reader/weights/manifest.json.

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Sequence
 
 from .config import Config
 from .retrieval import Filters
@@ -48,7 +49,9 @@ def retrieve(
 
 def answer(
     question: str, k: int = 3, index: str | Path = DEFAULT_INDEX, corpus: str | Path | None = DEFAULT_CORPUS,
-    mode: str | None = None, **filters,
+    mode: str | None = None, history: Sequence[str] | None = (), **filters,
 ):
-    """Quoted, highlighted answer (rag.Answer); `abstained` when the corpus does not say."""
-    return service(index, corpus).answer(question, k, mode, Filters(**filters) if filters else None)
+    """Quoted, highlighted answer (rag.Answer); `abstained` when the corpus does not say.
+    `history`: the chat's earlier questions, oldest first: a follow-up („Und wer hat das gemeldet?“)
+    is answered in their light, and `Answer.context` names the question it leaned on."""
+    return service(index, corpus).answer(question, k, mode, Filters(**filters) if filters else None, history=history)

@@ -50,10 +50,12 @@ def build(
 
 
 def format_answer(ans, color: bool) -> str:
-    """Terminal rendering: the answer, the agreement line, each quote in „…“ with its source line;
-    the answering sentence underlined and the answering phrase in bold (** ** without colour)."""
+    """Terminal rendering: the earlier question a follow-up leaned on, the answer, the agreement
+    line, each quote in „…“ with its source line; the answering sentence underlined and the
+    answering phrase in bold (** ** without colour)."""
+    context = f"Bezogen auf: {ans.context}\n" if getattr(ans, "context", None) else ""
     if ans.abstained:
-        return ans.message
+        return context + ans.message
     if color:
         strong = lambda s: typer.style(s, bold=True, fg="yellow")  # noqa: E731
         sentence = lambda s: typer.style(s, underline=True)  # noqa: E731
@@ -77,7 +79,7 @@ def format_answer(ans, color: bool) -> str:
         lines.append("")
         lines.append(f"[{i}] „{' '.join(text.split())}“")
         lines.append(f"    — {p.title} · {p.date or 'ohne Datum'} · {p.doc_id} · Zeichen {p.start}–{p.end}")
-    return "\n".join(lines)
+    return context + "\n".join(lines)
 
 
 @app.command()
@@ -102,6 +104,50 @@ def ask(
         typer.echo(format_answer(ans, color=sys.stdout.isatty()))
 
 
+CHAT_HELP = "Fragen eingeben; Folgefragen beziehen sich auf die bisherigen. /neu: neues Thema · /ende oder Strg-D: beenden."
+
+
+@app.command()
+def chat(
+    index: Path = INDEX,
+    corpus: Path = CORPUS,
+    k: int = typer.Option(3, "-k", help="Anzahl Zitate."),
+    mode: Optional[str] = typer.Option(None, help="hybrid, dense oder bm25."),
+) -> None:
+    """Gespräch im Terminal: Fragen nacheinander, Folgefragen im Zusammenhang der bisherigen (/neu: neues Thema)."""
+    from .api import service
+
+    svc = service(index, corpus)
+    color = sys.stdout.isatty()
+    typer.echo(CHAT_HELP)
+    history: list[str] = []
+    while True:
+        try:
+            line = input("\nFrage> " if sys.stdin.isatty() else "")
+        except (EOFError, KeyboardInterrupt):
+            typer.echo("")
+            return
+        question = line.strip()
+        if not question:
+            continue
+        if question.lower() in ("/ende", "/exit", "/quit"):
+            return
+        if question.lower() == "/neu":
+            history = []
+            typer.echo("Neues Thema: die nächste Frage wird ohne die bisherigen beantwortet.")
+            continue
+        if question.startswith("/"):
+            typer.echo(f"Unbekannter Befehl: {question}. {CHAT_HELP}")
+            continue
+        try:
+            ans = svc.answer(question, k=k, mode=mode, history=history)
+        except RagError as e:
+            typer.echo(f"Fehler: {e}", err=True)
+            continue
+        typer.echo(format_answer(ans, color))
+        history = [*history, ans.question][-svc.config.history_turns :]
+
+
 @app.command("eval")
 def eval_(
     file: Path = typer.Argument(..., help="Fragen: unser JSONL oder SQuAD-JSON (XQuAD, GermanQuAD)."),
@@ -117,10 +163,15 @@ def eval_(
     reader: Optional[list[str]] = typer.Option(
         None, "--reader", help="Leser: trained, heuristic, all (beide) oder ein Modellordner; mehrfach möglich."
     ),
+    after: Optional[Path] = typer.Option(
+        None, "--after", help="Gesprächsdatei: jede Frage auch nach einem zufälligen anderen Gespräch daraus stellen."
+    ),
 ) -> None:
     """Antwortqualität auf einem Fragensatz messen (Treffer im Zitat, MRR, Quellen, Enthaltung, Latenz).
 
-    news-qa.jsonl (Fragen mit „doc": "gnad-NNNN") wird gegen alle 10kGNAD-Artikel gestellt."""
+    news-qa.jsonl (Fragen mit „doc": "gnad-NNNN") wird gegen alle 10kGNAD-Artikel gestellt. Gesprächsdateien
+    ({"id", "turns": [...]}) werden Zug für Zug mit Verlauf und jede Frage allein gestellt (erste Fragen /
+    Folgefragen), über corpus/ und alle 10kGNAD-Artikel."""
     from .evaluation import run_eval
     from .retrieval import MODES
 
@@ -131,7 +182,7 @@ def eval_(
         out = run_eval(file, corpus=corpus, distractors=distractors, distractors_limit=distractors_limit,
                        mode=retriever, k=k, failures_path=failures, cache_dir=cache, as_json=as_json,
                        show_progress=sys.stderr.isatty(), echo=lambda s: typer.echo(s, err=True), split=split,
-                       readers=_readers(reader))
+                       readers=_readers(reader), after=after)
     except RagError as e:
         _fail(e)
     typer.echo(out)

@@ -79,6 +79,28 @@ class Config:
     # XQuAD questions whose source paragraph was withheld from the index a median of 0.92.
     evidence_lexical_weight: float = 0.3
     abstain_threshold: float = 0.87
+    # Follow-up questions (rag/conversation.py). A chat is about the articles its previous answer
+    # quoted (the first topic_articles: weight 1, 1/2; earlier turns' articles × topic_decay per
+    # turn). Retrieval fuses the question alone (weight 1) with the question + the previous question
+    # (context_weight) and those articles' chunks (topic_weight × article weight); their candidate
+    # sentences score + topic_bonus × weight, and the reader reads the question with the previous
+    # one appended (context_reader). The history is not used when the question alone matches other
+    # chunks better than any chunk of those articles by more than topic_shift (cosine) or
+    # topic_shift_bm25 (BM25 score). A follow-up whose best answer comes from another article with a
+    # reader margin below stray_margin, while no sentence of the chat's articles reaches
+    # context_threshold, is abstained on. The last history_turns earlier questions count. Measured
+    # with `rag eval` on conversation files (README, Conversations).
+    history_turns: int = 20
+    context_weight: float = 0.5
+    topic_weight: float = 0.5
+    topic_articles: int = 2
+    topic_decay: float = 0.5
+    topic_bonus: float = 0.05
+    context_reader: bool = True
+    topic_shift: float = 0.05
+    topic_shift_bm25: float = 6.0
+    context_threshold: float | None = None
+    stray_margin: float = 4.0
     max_quote_chars: int = 600
     max_question_chars: int = 1000
 

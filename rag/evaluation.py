@@ -40,6 +40,7 @@ __all__ = [
     "QAItem", "QuestionResult", "normalize", "contains_answer", "load_qa", "load_jsonl_qa", "load_squad",
     "load_distractors", "documents_hash", "build_eval_index", "run_questions", "compute_metrics", "evaluate",
     "failures", "write_failures", "format_metrics", "default_cache_dir", "run_eval", "percentile", "EVAL_DIR",
+    "load_conversations", "is_conversation_file", "chats", "after_chats", "passage_dict",
 ]
 
 # The repository's question sets and articles (see eval/README.md): the defaults of `make eval`,
@@ -57,6 +58,8 @@ class QAItem:
     answers: list[str]  # [] = the corpus does not answer it: the system should abstain
     sources: list[str] = field(default_factory=list)  # doc ids that answer it
     group: str | None = None  # the article it was written on: train/dev splits go by it
+    history: list[str] = field(default_factory=list)  # earlier questions of its chat, oldest first
+    turn: int | None = None  # 0-based position in its chat (conversation files)
 
     @property
     def answerable(self) -> bool:
@@ -73,6 +76,7 @@ class QuestionResult:
     passages: list[dict]  # doc_id, title, text, highlighted, score (the answer's quotes, best first)
     latency_ms: float
     retrieved: list[str] | None = None  # doc ids of RagService.retrieve(question, k), when there is one
+    context: str | None = None  # the earlier question the answer leaned on (Answer.context)
     rank: int | None = None  # 1-based rank of the first quote containing an answer
     source_hit: bool = False
     retrieval_source_hit: bool = False
@@ -173,18 +177,23 @@ def _str_list(value, where: str, name: str) -> list[str]:
     return list(dict.fromkeys(str(v).strip() for v in value if str(v).strip()))
 
 
-def load_jsonl_qa(path: str | Path) -> list[QAItem]:
-    path = Path(path)
-    items: list[QAItem] = []
-    seen: set[str] = set()
+def _json_lines(path: Path) -> Iterable[tuple[int, str, object]]:
+    """(line number, „file, Zeile n“, parsed object) of every non-blank line; RagError for bad JSON."""
     for lineno, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path.name}, Zeile {lineno}"
         try:
-            obj = json.loads(line)
+            yield lineno, where, json.loads(line)
         except json.JSONDecodeError as e:
             raise RagError(f"{where}: kein gültiges JSON ({e.msg}).") from None
+
+
+def load_jsonl_qa(path: str | Path) -> list[QAItem]:
+    path = Path(path)
+    items: list[QAItem] = []
+    seen: set[str] = set()
+    for lineno, where, obj in _json_lines(path):
         if not isinstance(obj, dict) or not isinstance(obj.get("question"), str) or not obj["question"].strip():
             raise RagError(f"{where}: Feld „question“ fehlt.")
         if "answers" not in obj:
@@ -202,6 +211,83 @@ def load_jsonl_qa(path: str | Path) -> list[QAItem]:
     if not items:
         raise RagError(f"Keine Fragen in {path}.")
     return items
+
+
+def is_conversation_file(path: str | Path) -> bool:
+    """Whether a JSONL file holds chats (`{"id", "turns": […]}` per line) rather than questions."""
+    path = Path(path)
+    if path.suffix.lower() != ".jsonl" or not path.is_file():
+        return False
+    with open(path, encoding="utf-8-sig") as f:
+        for line in f:
+            if line.strip():
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    return False
+                return isinstance(obj, dict) and "turns" in obj
+    return False
+
+
+def load_conversations(path: str | Path) -> list[QAItem]:
+    """Chats, one JSON object per line: ``{"id", "turns": [{"question", "answers", "doc"}, …]}``
+    (``answers: []``: the corpus does not answer that turn). One item per turn, id ``<chat>#<n>``
+    (n from 1), with the chat's earlier questions as `history`, in chat order."""
+    path = Path(path)
+    items: list[QAItem] = []
+    seen: set[str] = set()
+    for lineno, where, obj in _json_lines(path):
+        turns = obj.get("turns") if isinstance(obj, dict) else None
+        if not isinstance(turns, list) or not turns:
+            raise RagError(f"{where}: Feld „turns“ fehlt oder ist leer.")
+        chat = str(obj.get("id") or f"{path.stem}#{lineno}")
+        if chat in seen:
+            raise RagError(f"{where}: ID {chat} doppelt.")
+        seen.add(chat)
+        history: list[str] = []
+        for n, turn in enumerate(turns):
+            if not isinstance(turn, dict) or not isinstance(turn.get("question"), str) or not turn["question"].strip():
+                raise RagError(f"{where}, Zug {n + 1}: Feld „question“ fehlt.")
+            if "answers" not in turn:
+                raise RagError(f"{where}, Zug {n + 1}: Feld „answers“ fehlt ([] heißt: keine Antwort erwartet).")
+            answers = _str_list(turn["answers"], where, "answers")
+            doc = turn.get("doc") if isinstance(turn.get("doc"), str) else None
+            sources = _str_list(turn.get("sources"), where, "sources") or ([doc] if doc and answers else [])
+            question = turn["question"].strip()
+            items.append(QAItem(f"{chat}#{n + 1}", question, answers, sources, group=doc, history=list(history), turn=n))
+            history.append(question)
+    if not items:
+        raise RagError(f"Keine Gespräche in {path}.")
+    return items
+
+
+def chats(items: Sequence[QAItem]) -> list[list[QAItem]]:
+    """Conversation items (load_conversations) regrouped into their chats, in order."""
+    out: list[list[QAItem]] = []
+    for it in items:
+        if it.turn == 0 or not out:
+            out.append([])
+        out[-1].append(it)
+    return out
+
+
+def after_chats(items: Sequence[QAItem], conversations: Sequence[QAItem], seed: int = 0) -> list[QAItem]:
+    """Every item asked after a whole other chat (its questions as history), drawn at random
+    (seeded) among the chats that mention none of the item's articles: does a question that brings
+    its own topic stay unharmed by an unrelated conversation before it?"""
+    import random
+
+    rng = random.Random(seed)
+    pool = chats(conversations)
+    out = []
+    for it in items:
+        own = set(it.sources) | ({it.group} if it.group else set())
+        unrelated = [c for c in pool if not own & {t.group for t in c if t.group}]
+        if not unrelated:
+            raise RagError("Kein Gespräch ohne die Artikel der Frage gefunden.")
+        chat = rng.choice(unrelated)
+        out.append(QAItem(it.id, it.question, it.answers, it.sources, it.group, history=[t.question for t in chat], turn=len(chat)))
+    return out
 
 
 def load_squad(path: str | Path | None = None, data: dict | None = None, prefix: str | None = None) -> tuple[list[QAItem], list[Document]]:
@@ -377,7 +463,7 @@ def build_eval_index(
 # ---------------------------------------------------------------- running and scoring
 
 
-def _passage_dict(p) -> dict:
+def passage_dict(p) -> dict:
     return {
         "doc_id": p.doc_id, "title": p.title, "text": p.text, "highlighted": p.highlighted,
         # The answering phrase (falls back to the highlight where passages have no separate phrase).
@@ -387,10 +473,11 @@ def _passage_dict(p) -> dict:
 
 
 def run_questions(
-    items: Sequence[QAItem], index, k: int = 5, mode: str | None = None, progress: Progress | None = None
+    items: Sequence[QAItem], index, k: int = 5, mode: str | None = None, progress: Progress | None = None, history: bool = True
 ) -> list[QuestionResult]:
     """Ask every question with `index.answer(question, k=k, mode=mode)` and score it; `index` is an
-    Index, a RagService or anything with such an `answer` method.
+    Index, a RagService or anything with such an `answer` method. Items with a `history` are asked
+    with it (`history=`), in the given order, unless `history` is False.
 
     One warm-up call first, so latencies are warm. `index.retrieve` (when present) is called
     too, untimed, for the retrieval-only source recall."""
@@ -404,11 +491,18 @@ def run_questions(
     retrieve = getattr(index, "retrieve", None)
     results = []
     for i, item in enumerate(items):
+        extra = {"history": list(item.history)} if history and item.history else {}
+        if extra:
+            # In a chat the earlier turns were answered before this one (and their topics kept):
+            # ask them first, untimed (in a conversation file they were: these calls are memo hits).
+            for n, earlier in enumerate(item.history):
+                index.answer(earlier, k=k, mode=mode, history=item.history[:n])
         t = time.perf_counter()
-        ans = index.answer(item.question, k=k, mode=mode)
+        ans = index.answer(item.question, k=k, mode=mode, **extra)
         ms = (time.perf_counter() - t) * 1000
         passages = [] if ans.abstained else list(ans.passages)[:k]
-        r = QuestionResult(item, bool(ans.abstained), float(ans.confidence), [_passage_dict(p) for p in passages], ms)
+        r = QuestionResult(item, bool(ans.abstained), float(ans.confidence), [passage_dict(p) for p in passages], ms)
+        r.context = getattr(ans, "context", None)
         if retrieve is not None:
             r.retrieved = [p.doc_id for p in retrieve(item.question, k=k, mode=mode)]
         score_result(r, k)
@@ -484,6 +578,9 @@ def compute_metrics(results: Sequence[QuestionResult], k: int = 5, mode: str | N
     m["wrongly_answered"] = sum(1 for r in unanswerable if not r.abstained)
     lengths = [len(p["text"]) for r in results for p in r.passages]
     m["median_quote_chars"] = statistics.median(lengths) if lengths else None
+    chatted = [r for r in results if r.item.history]
+    # Share of questions asked with a history whose answer leaned on it (Answer.context).
+    m["context_used"] = _ratio(sum(1 for r in chatted if r.context), len(chatted)) if chatted else None
     latencies = [r.latency_ms for r in results]
     m["latency_p50_ms"] = percentile(latencies, 0.50)
     m["latency_p95_ms"] = percentile(latencies, 0.95)
@@ -607,24 +704,37 @@ def run_eval(
     embedder=None,
     split: str = "all",
     readers: Sequence[str] | None = None,
+    after: str | Path | None = None,
 ) -> str:
     """What `rag eval` does; returns the table (or JSON) to print. Notes go to `echo`.
 
     `split`: "dev" or "train" keeps the questions on articles of that side of the reader's
     training split (questions without an article, like the seed questions, are kept), "all" keeps
-    every one. `readers`: the `Config.reader` values to compare (default: the config's)."""
+    every one. `readers`: the `Config.reader` values to compare (default: the config's).
+
+    A conversation file (load_conversations) is asked twice, turn by turn with the chat's history
+    and every turn alone, and reported per turn position (first turns, follow-ups). `after`: a
+    conversation file; every question is also asked after a random unrelated chat of it."""
     file = Path(file)
     if k < 1:
         raise RagError("-k muss mindestens 1 sein.")
     config = config or Config()
     if mode in MODES:
         config = config.replace(retriever=mode)
-    items, documents = load_qa(file)
+    chat_file = is_conversation_file(file)
+    if chat_file:
+        items, documents = load_conversations(file), None
+    else:
+        items, documents = load_qa(file)
     items = select_split(items, split)
+    background = load_conversations(after) if after is not None else []
     documents = list(documents or [])
-    if not documents and not corpus and any((it.group or "").startswith("gnad-") for it in items):
-        # news-qa: every question is asked against all 10kGNAD articles, the others as distractors.
+    mentions = [it.group or "" for it in [*items, *background]]
+    if not documents and not corpus and any(g.startswith("gnad-") for g in mentions):
+        # news-qa and chats on 10kGNAD articles: every question is asked against all 10kGNAD articles.
         documents = load_gnad()
+        if chat_file or background:
+            corpus = [Path("corpus")]  # chats run over the seed articles too
     folders = [Path(c) for c in corpus] if corpus else ([] if documents else [Path("corpus")])
     for folder in folders:
         load = load_corpus(folder)
@@ -647,6 +757,17 @@ def run_eval(
         bar.close()
     echo(f"Index {index.root}: {index.last_build.line()}")
 
+    # (column suffix, questions, ask with their history?, which of the results count)
+    if chat_file:
+        runs = [
+            ("erste Fragen", items, True, lambda it: it.turn == 0),
+            ("Folgefragen ohne Verlauf", items, False, lambda it: bool(it.turn)),
+            ("Folgefragen mit Verlauf", items, True, lambda it: bool(it.turn)),
+        ]
+    elif background:
+        runs = [("allein", items, False, None), ("nach anderem Gespräch", after_chats(items, background), True, None)]
+    else:
+        runs = [("", items, False, None)]
     modes = list(MODES) if mode == "all" else [mode]
     readers = list(readers or [config.reader])
     by_mode: dict = {}
@@ -654,28 +775,32 @@ def run_eval(
         # The same index version, read with another answer-span reader.
         read_index = index if reader == index.config.reader else index.with_config(index.config.replace(reader=reader))
         for m_name in modes:
-            column = m_name or config.retriever
+            base = m_name or config.retriever
             if len(readers) > 1:
-                column = f"{column} · {_reader_label(reader)}"
-            bar, progress = progress_bar(f"Fragen ({column})", show_progress)
-            started = time.perf_counter()
-            try:
-                results = run_questions(items, read_index, k=k, mode=m_name, progress=progress)
-            finally:
-                bar.close()
-            metrics = compute_metrics(results, k=k, mode=m_name or config.retriever)
-            metrics["reader"] = reader
-            metrics["split"] = split
-            metrics["file"] = str(file)
-            metrics["documents"] = len(index.documents)
-            metrics["seconds"] = round(time.perf_counter() - started, 1)
-            by_mode[column] = metrics
-            if failures_path is not None:
-                path = Path(failures_path)
-                if len(modes) * len(readers) > 1:  # one file per column: name.hybrid.jsonl, …
-                    path = path.with_name(f"{path.stem}.{column.replace(' · ', '.')}{path.suffix}")
-                n = write_failures(results, path)
-                echo(f"{n} Fehlschläge → {path}")
+                base = f"{base} · {_reader_label(reader)}"
+            done: dict[tuple[int, bool], tuple[list[QuestionResult], float]] = {}
+            for label, questions, with_history, keep in runs:
+                column = f"{base} · {label}" if label else base
+                key = (id(questions), with_history)
+                if key not in done:  # the first turns and the follow-ups come from one run through the chats
+                    bar, progress = progress_bar(f"Fragen ({column})", show_progress)
+                    started = time.perf_counter()
+                    try:
+                        done[key] = (run_questions(questions, read_index, k=k, mode=m_name, progress=progress, history=with_history),
+                                     time.perf_counter() - started)
+                    finally:
+                        bar.close()
+                results, seconds = done[key]
+                results = [r for r in results if keep is None or keep(r.item)]
+                metrics = compute_metrics(results, k=k, mode=m_name or config.retriever)
+                metrics.update(reader=reader, split=split, file=str(file), documents=len(index.documents), seconds=round(seconds, 1))
+                by_mode[column] = metrics
+                if failures_path is not None:
+                    path = Path(failures_path)
+                    if len(modes) * len(readers) * len(runs) > 1:  # one file per column: name.hybrid.jsonl, …
+                        path = path.with_name(f"{path.stem}.{'.'.join(_slug(part) for part in column.split(' · '))}{path.suffix}")
+                    n = write_failures(results, path)
+                    echo(f"{n} Fehlschläge → {path}")
     if len(by_mode) > 1:
         title = f"{file.name} · {len(index.documents)} Dokumente/documents"
         return metrics_json(by_mode) if as_json else format_comparison(by_mode, title=title)
@@ -704,6 +829,7 @@ def _reader_label(reader: str) -> str:
 
 # (label, metrics key, kind) of the comparison table's rows.
 _COMPARE_ROWS = [
+    ("questions (answerable)", "questions", "count"),
     ("answer in top-1 quote", "answer_in_top1", "pc"),
     ("answer in top-3 quotes", "answer_in_top3", "pc"),
     ("answer in top-5 quotes", "answer_in_top5", "pc"),
@@ -713,6 +839,7 @@ _COMPARE_ROWS = [
     ("answer phrase contains the answer", "answer_phrase_accuracy", "pc"),
     ("„Antwort“ exact match", "answer_exact_match", "f3"),
     ("„Antwort“ token F1", "answer_f1", "f3"),
+    ("answer leaned on the history (context)", "context_used", "pc"),
     ("abstention precision", "abstention_precision", "pc"),
     ("abstention recall", "abstention_recall", "pc"),
     ("wrongly abstained", "wrongly_abstained", "int"),
@@ -738,6 +865,8 @@ def format_comparison(by_mode: dict, title: str = "") -> str:
                 cells.append(_pc(v).strip())
             elif kind == "f3":
                 cells.append(f"{v:.3f}")
+            elif kind == "count":
+                cells.append(f"{v} ({m['answerable']})")
             elif kind == "lat":
                 cells.append(f"{v:.0f} / {m['latency_p95_ms']:.0f}")
             else:

@@ -98,6 +98,39 @@ class Filters:
         return (not lo or date[: len(lo)] >= lo) and (not hi or date[: len(hi)] <= hi)
 
 
+def search_lists(
+    index: "Index", question: str, mode: str | None = None, depth: int | None = None, allowed: set[str] | None = None
+) -> dict[str, tuple[float, list[tuple[int, float]]]]:
+    """Retriever name ("dense", "bm25") → (fusion weight, [(chunk id, score), …] best first) for
+    each retriever the mode uses, `depth` deep, only chunks of `allowed` articles when given."""
+    cfg = index.config
+    mode = check_mode(mode, cfg.retriever)
+    depth = depth or cfg.candidates
+    # With a filter, look further down the lists so that enough allowed chunks remain.
+    if allowed is not None:
+        depth = min(len(index.chunks), depth * 8)
+    lists: dict[str, tuple[float, list[tuple[int, float]]]] = {}
+    if mode in ("hybrid", "dense"):
+        lists["dense"] = (cfg.dense_weight, index.dense_search(question, depth))
+    if mode in ("hybrid", "bm25"):
+        lists["bm25"] = (cfg.bm25_weight, index.bm25_search(question, depth))
+    if allowed is not None:
+        lists = {name: (w, [(c, s) for c, s in hits if index.chunks[c].doc_id in allowed]) for name, (w, hits) in lists.items()}
+    return lists
+
+
+def fuse(lists: list[tuple[float, list[tuple[int, float]]]], rrf_k: int) -> list[tuple[int, float]]:
+    """Weighted reciprocal rank fusion, best first: robust to the very different score scales of
+    cosine and BM25. A single list is returned as it is."""
+    if len(lists) == 1:
+        return list(lists[0][1])
+    fused: dict[int, float] = {}
+    for weight, hits in lists:
+        for rank, (cid, _) in enumerate(hits):
+            fused[cid] = fused.get(cid, 0.0) + weight / (rrf_k + rank + 1)
+    return sorted(fused.items(), key=lambda x: -x[1])
+
+
 def rank_chunks(
     index: "Index",
     question: str,
@@ -106,26 +139,8 @@ def rank_chunks(
     allowed: set[str] | None = None,
 ) -> list[tuple[int, float]]:
     """Chunk ids with fused scores, best first."""
-    cfg = index.config
-    mode = check_mode(mode, cfg.retriever)
-    n = n or cfg.candidates
-    # With a filter, look further down the lists so that enough allowed chunks remain.
-    depth = n if allowed is None else min(len(index.chunks), n * 8)
-    lists: list[tuple[float, list[tuple[int, float]]]] = []
-    if mode in ("hybrid", "dense"):
-        lists.append((cfg.dense_weight, index.dense_search(question, depth)))
-    if mode in ("hybrid", "bm25"):
-        lists.append((cfg.bm25_weight, index.bm25_search(question, depth)))
-    if allowed is not None:
-        lists = [(w, [(c, s) for c, s in hits if index.chunks[c].doc_id in allowed]) for w, hits in lists]
-    if len(lists) == 1:
-        return lists[0][1][:n]
-    # Reciprocal rank fusion: robust to the very different score scales of cosine and BM25.
-    fused: dict[int, float] = {}
-    for weight, hits in lists:
-        for rank, (cid, _) in enumerate(hits):
-            fused[cid] = fused.get(cid, 0.0) + weight / (cfg.rrf_k + rank + 1)
-    return sorted(fused.items(), key=lambda x: -x[1])[:n]
+    n = n or index.config.candidates
+    return fuse(list(search_lists(index, question, mode, n, allowed).values()), index.config.rrf_k)[:n]
 
 
 def merge_spans(index: "Index", ranked: list[tuple[int, float]], gap: int = 1, max_len: int | None = None) -> list[Passage]:

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from .answering import Answer, answer
 from .config import Config
@@ -103,17 +103,20 @@ class RagService:
         self.index.clear_caches(which)
 
     # -- questions
-    def answer(self, question: str, k: int = 3, mode: str | None = None, filters: Filters | None = None) -> Answer:
-        """Quoted answer (rag.Answer); `abstained` when the corpus does not say."""
-        return self.answer_with_hashes(question, k, mode, filters)[0]
+    def answer(
+        self, question: str, k: int = 3, mode: str | None = None, filters: Filters | None = None, history: Sequence[str] | None = ()
+    ) -> Answer:
+        """Quoted answer (rag.Answer); `abstained` when the corpus does not say. `history`: the
+        chat's earlier questions, oldest first (follow-ups are answered in their light)."""
+        return self.answer_with_hashes(question, k, mode, filters, history)[0]
 
     def answer_with_hashes(
-        self, question: str, k: int = 3, mode: str | None = None, filters: Filters | None = None
+        self, question: str, k: int = 3, mode: str | None = None, filters: Filters | None = None, history: Sequence[str] | None = ()
     ) -> tuple[Answer, dict[str, str]]:
         """The answer and the content hash of each quoted article, both from the one index version
         that answered (a rebuild may swap in another meanwhile): a viewer can tell a changed article."""
         idx = self.index
-        ans = answer(idx, question, k, mode, filters)
+        ans = answer(idx, question, k, mode, filters, history=history)
         return ans, {p.doc_id: idx.documents[p.doc_id].content_hash for p in ans.passages if p.doc_id in idx.documents}
 
     def retrieve(self, question: str, k: int = 5, mode: str | None = None, filters: Filters | None = None) -> list[Passage]:

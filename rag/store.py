@@ -46,6 +46,7 @@ EMBED_BATCH = 32  # small enough that a question waiting for the shared model wa
 QUERY_CACHE = 256  # query vectors
 SENTENCE_CACHE = 20_000  # sentence vectors (~30 MB at 384 dims)
 SPAN_CACHE = 5_000  # documents' sentence spans
+DERIVED_CACHE = 1_000  # other per-question results (conversation topics)
 KEEP_VERSIONS = 2  # the current one and its predecessor (a reader may still be opening it)
 
 
@@ -231,6 +232,8 @@ class Index:
         self._query_vectors = LRUCache(QUERY_CACHE)
         self._sentence_vectors = LRUCache(SENTENCE_CACHE)
         self._sentence_spans = LRUCache(SPAN_CACHE)
+        self._derived = LRUCache(DERIVED_CACHE)
+        self._doc_chunks: dict[str, list[int]] | None = None
         self._load_tables()
         self._load_vectors()
         self._load_bm25()
@@ -325,11 +328,35 @@ class Index:
             self._sentence_spans.put(doc_id, spans)
         return spans
 
+    def chunks_of(self, doc_id: str) -> list[int]:
+        """The chunk ids of a document, in text order."""
+        if self._doc_chunks is None:
+            by_doc: dict[str, list[int]] = {}
+            for cid, ch in self.chunks.items():
+                by_doc.setdefault(ch.doc_id, []).append(cid)
+            for ids in by_doc.values():
+                ids.sort(key=lambda c: self.chunks[c].start)
+            self._doc_chunks = by_doc
+        return self._doc_chunks.get(doc_id, [])
+
+    def recall(self, key):
+        """What `remember` kept under `key` for this version (None: nothing, or forgotten)."""
+        return self._derived.get(key)
+
+    def remember(self, key, value) -> None:
+        """Keep a derived result for this version (bounded, least recently used dropped first;
+        e.g. what a chat's previous answer was about)."""
+        self._derived.put(key, value)
+
     def _caches(self) -> dict[str, LRUCache]:
-        return {"queries": self._query_vectors, "sentence_vectors": self._sentence_vectors, "sentence_spans": self._sentence_spans}
+        return {
+            "queries": self._query_vectors, "sentence_vectors": self._sentence_vectors, "sentence_spans": self._sentence_spans,
+            "derived": self._derived,
+        }
 
     def cache_sizes(self) -> dict[str, int]:
-        """Entries held by each memo: query vectors, sentence vectors, documents' sentence spans."""
+        """Entries held by each memo: query vectors, sentence vectors, documents' sentence spans and
+        derived results (what each chat's last answer was about)."""
         return {name: len(cache) for name, cache in self._caches().items()}
 
     def clear_caches(self, which: Iterable[str] | None = None) -> None:

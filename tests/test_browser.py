@@ -131,7 +131,7 @@ def test_example_button_and_follow_up_question(page):
     first = page.locator(".rag-turn").last
     assert example in first.locator(".rag-q").inner_text()
     assert first.locator(".rag-card").count() >= 1
-    # A follow-up, sent with the Enter key, is answered on its own.
+    # A next question that names its own subject, sent with the Enter key.
     page.fill("#rag-question textarea", "Wer ist der Nationale Sicherheitsberater von Biden?")
     page.press("#rag-question textarea", "Enter")
     page.wait_for_function(f"document.querySelectorAll({ANSWER_DONE!r}).length > 1")
@@ -139,6 +139,21 @@ def test_example_button_and_follow_up_question(page):
     assert "Jake Sullivan" in turn.locator(".rag-phrase").inner_text()
     assert page.locator(".rag-turn").count() == 2  # the history stays in the session
     shot(page, "frage-beispiele-1400", full_page=False)  # a full-page capture resets the scrolled log
+
+
+def test_follow_up_leans_on_the_previous_question_until_a_new_topic(page):
+    first = "Wie nannte Bidens Sicherheitsberater den Austausch mit Putin?"
+    follow = "Und welche Alternative hat Biden laut ihm aufgezeigt?"
+    ask(page, first)
+    turn = ask(page, follow)
+    assert first in turn.locator(".rag-context").inner_text()  # „Bezogen auf: …“ above the answer
+    assert "Deeskalation" in turn.locator(".rag-card").first.inner_text()
+    shot(page, "frage-folgefrage-1400", full_page=False)
+    page.click("#rag-new-topic")
+    page.wait_for_selector(".rag-topic-break")  # the server has reset the topic
+    turn = ask(page, follow)
+    assert page.locator(".rag-topic-break").count() == 1
+    assert turn.locator(".rag-context").count() == 0  # asked on its own
 
 
 def test_settings_number_of_quotes_and_mode(page):

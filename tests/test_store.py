@@ -270,7 +270,8 @@ def test_index_memos_are_cleared_through_one_method(fake_seed_index):
     answer(idx, "Wie lange dauerte der Videogipfel?")
     sizes = idx.cache_sizes()
     assert sizes["queries"] == 1 and sizes["sentence_vectors"] > 0 and sizes["sentence_spans"] > 0
+    assert sizes["derived"] == 1  # the topic this answer leaves a chat with
     idx.clear_caches(["queries"])
     assert idx.cache_sizes() == {**sizes, "queries": 0}
     idx.clear_caches()
-    assert idx.cache_sizes() == {"queries": 0, "sentence_vectors": 0, "sentence_spans": 0}
+    assert idx.cache_sizes() == {"queries": 0, "sentence_vectors": 0, "sentence_spans": 0, "derived": 0}

@@ -82,6 +82,14 @@ def test_agreement_line_is_shown():
     assert html.count('class="rag-card"') == 2
 
 
+def test_a_follow_up_names_the_question_it_leaned_on():
+    a = {"question": "Und wer?", "abstained": False, "phrase": "Sullivan", "agreement": None, "context": "Wer <b>drohte</b>?",
+         "passages": []}
+    html = render.render_answer_body(a)
+    assert "Bezogen auf" in html and "Wer &lt;b&gt;drohte&lt;/b&gt;?" in html
+    assert "Bezogen auf" not in render.render_answer_body({**a, "context": None})
+
+
 def test_abstention_is_rendered_as_such():
     msg = "Das steht nicht im Korpus: keiner der Artikel beantwortet diese Frage."
     html = render.render_answer_body(_answer("Wer gewann die WM 2014?", [], abstained=True, message=msg))
@@ -293,11 +301,13 @@ def test_answer_api_endpoint(fake_app):
         info = client.view_api(print_info=False, return_format="dict")
         assert "/answer" in info["named_endpoints"]
         params = [p["parameter_name"] for p in info["named_endpoints"]["/answer"]["parameters"]]
-        assert params == ["question", "k", "mode"]
+        assert params == ["question", "k", "mode", "history"]
         res = client.predict("Wie lange dauerte der Videogipfel?", api_name="/answer")
         assert set(res) >= {"question", "abstained", "phrase", "passages", "agreement", "message"}
         res = client.predict("Wie lange dauerte der Videogipfel?", 1, "bm25", api_name="/answer")
         assert len(res["passages"]) <= 1
+        res = client.predict("Und wer hat das gemeldet?", 2, "bm25", ["Wie lange dauerte der Videogipfel?"], api_name="/answer")
+        assert "context" in res and res["context"] in (None, "Wie lange dauerte der Videogipfel?")
         with pytest.raises(Exception, match="Frage ist leer"):
             client.predict("   ", api_name="/answer")
     finally:

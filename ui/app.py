@@ -96,9 +96,9 @@ class UIService(RagService):
         rag_api.register(self)
 
     # -- questions
-    def answer_with_hashes(self, question: str, k: int = 3, mode: str | None = None, filters=None):
+    def answer_with_hashes(self, question: str, k: int = 3, mode: str | None = None, filters=None, history=()):
         """(Answer, content hashes of the quoted articles) from the current index version."""
-        return super().answer_with_hashes(question, _check_k(k), mode, filters)
+        return super().answer_with_hashes(question, _check_k(k), mode, filters, history)
 
     def article_html(self, payload: Any) -> str:
         """The article viewer for a quote card's payload; only indexed articles are served."""
@@ -189,11 +189,20 @@ _chat_lock = threading.Lock()
 
 
 def new_chat() -> dict:
-    return {"turns": []}  # each: id, question, k, mode, status (pending|running|done), html
+    # turns: id, question, history (the topic's earlier questions), k, mode, status (pending|running|done), html;
+    # topic: the questions asked since the chat or its current topic began (the history of the next question).
+    return {"turns": [], "topic": []}
 
 
 def _log_html(chat: dict) -> str:
-    return render.render_log([t["html"] for t in chat["turns"]])
+    parts = []
+    for t in chat["turns"]:
+        if t.get("new_topic"):
+            parts.append(render.render_topic_break())
+        parts.append(t["html"])
+    if chat.get("break") and chat["turns"]:
+        parts.append(render.render_topic_break())  # „Neues Thema“ pressed: the divider shows at once
+    return render.render_log(parts)
 
 
 # ---------------------------------------------------------------- the page
@@ -241,6 +250,10 @@ button.rag-open { margin-top: .5rem; font-size: .85rem; padding: .25rem .7rem; b
 .rag-abstain-icon { font-size: 1.3rem; line-height: 1; color: #8a94a6; }
 .rag-error { background: #fdecea; color: #8a1c12; border-radius: 8px; padding: .6rem .9rem; }
 .rag-pending { color: #555; font-style: italic; }
+.rag-context { font-size: .9rem; color: #444; margin: 0 0 .35rem; overflow-wrap: anywhere; }
+.rag-topic-break { display: flex; align-items: center; gap: .6rem; color: #1f3a5f; font-size: .75rem; font-weight: 700;
+  letter-spacing: .06em; text-transform: uppercase; margin: .4rem 0; }
+.rag-topic-break::before, .rag-topic-break::after { content: ''; flex: 1; border-top: 1px dashed #8a94a6; }
 .rag-dots::after { content: '●'; animation: rag-blink 1s infinite; margin-right: .3rem; color: #1f3a5f; }
 @keyframes rag-blink { 50% { opacity: .2; } }
 .rag-article header h3 { margin: 0 0 .3rem; font-size: 1.15rem; line-height: 1.3; }
@@ -360,9 +373,12 @@ def create_app(index_path, corpus_path, config: Config | None = None, embedder=N
         if not q:
             raise gr.Error("Bitte geben Sie eine Frage ein.", print_exception=False)
         with _chat_lock:
-            turn = {"id": uuid.uuid4().hex[:10], "question": q, "k": k, "mode": mode, "status": "pending"}
+            turn = {"id": uuid.uuid4().hex[:10], "question": q, "history": list(chat["topic"]), "k": k, "mode": mode, "status": "pending"}
+            # The first question after „Neues Thema“ gets the divider above it.
+            turn["new_topic"] = chat.pop("break", False) and bool(chat["turns"])
             turn["html"] = render.render_turn(q, render.render_pending(len(svc.index.documents)), turn["id"], "rag-pending-turn")
             chat["turns"].append(turn)
+            chat["topic"] = [*chat["topic"], q][-svc.config.history_turns :]
             del chat["turns"][:-MAX_TURNS]
             return _log_html(chat), ""
 
@@ -374,7 +390,7 @@ def create_app(index_path, corpus_path, config: Config | None = None, embedder=N
                     return _log_html(chat)
                 turn["status"] = "running"
             try:
-                ans, hashes = svc.answer_with_hashes(turn["question"], turn["k"], turn["mode"])
+                ans, hashes = svc.answer_with_hashes(turn["question"], turn["k"], turn["mode"], history=turn["history"])
                 body = render.render_answer_body(ans, hashes)
                 status = "rag-abstained" if ans.abstained else "rag-answered"
             except RagError as e:
@@ -389,7 +405,15 @@ def create_app(index_path, corpus_path, config: Config | None = None, embedder=N
     def clear_chat(chat):
         with _chat_lock:
             chat["turns"].clear()
+            chat["topic"] = []
+            chat.pop("break", None)
         return _log_html(chat), render.render_viewer_empty()
+
+    def new_topic(chat):
+        with _chat_lock:
+            chat["topic"] = []
+            chat["break"] = True  # the divider stays above the next question
+            return _log_html(chat)
 
     def open_article(evt: gr.SelectData):
         return svc.article_html(evt.value)
@@ -462,13 +486,15 @@ def create_app(index_path, corpus_path, config: Config | None = None, embedder=N
         return svc.article_html({"doc": doc_id})
 
     # -- the API endpoint
-    def answer(question: str, k: int = 3, mode: str = "hybrid") -> dict[str, Any]:
+    def answer(question: str, k: int = 3, mode: str = "hybrid", history: list[str] | None = None) -> dict[str, Any]:
         """Beantwortet eine Frage aus dem Korpus: wörtliche Zitate mit Quelle, die antwortende Phrase
         (`phrase`, in jedem Zitat `highlight` als Zeichenbereich), die Übereinstimmungszeile
         (`agreement`) oder `abstained: true`, wenn der Korpus die Frage nicht beantwortet.
-        k: Anzahl Zitate (1–5). mode: hybrid, dense oder bm25."""
+        k: Anzahl Zitate (1–5). mode: hybrid, dense oder bm25. history: die früheren Fragen des
+        Gesprächs, älteste zuerst; eine Folgefrage wird in ihrem Licht beantwortet, `context` nennt
+        dann die Frage, auf die sie sich bezieht."""
         try:
-            ans, _ = svc.answer_with_hashes(question, k, mode)
+            ans, _ = svc.answer_with_hashes(question, k, mode, history=history)
         except RagError as e:
             raise gr.Error(str(e), print_exception=False) from None
         return ans.to_dict()
@@ -488,6 +514,7 @@ def create_app(index_path, corpus_path, config: Config | None = None, embedder=N
                                 elem_id="rag-question", submit_btn=False,
                             )
                             ask = gr.Button("Fragen", variant="primary", scale=1, min_width=90, elem_id="rag-ask")
+                            topic_btn = gr.Button("Neues Thema", variant="secondary", scale=1, min_width=140, elem_id="rag-new-topic")
                         if examples:
                             gr.HTML('<span class="rag-label">Beispiele</span>')
                             with gr.Row(elem_id="rag-examples"):
@@ -547,6 +574,7 @@ def create_app(index_path, corpus_path, config: Config | None = None, embedder=N
             btn.click(lambda c, k, m, ex=ex: start_turn(ex, c, k, m), [chat, k_slider, mode_radio], [log_box, question],
                       queue=False, show_progress="hidden", api_visibility="private").success(finish_turns, [chat], [log_box], **answer_opts)
         clear.click(clear_chat, [chat], [log_box, viewer], queue=False, api_visibility="private")
+        topic_btn.click(new_topic, [chat], [log_box], queue=False, api_visibility="private")
         log_box.select(open_article, None, [viewer], show_progress="hidden", api_visibility="private")
 
         # -- wiring: Korpus

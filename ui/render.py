@@ -127,15 +127,17 @@ def render_answer_body(answer: Any, hashes: Mapping[str, str] | None = None) -> 
     """The answer part of a turn: phrase, agreement line, quote cards — or the abstention."""
     a = _as_dict(answer)
     hashes = hashes or {}
+    # A follow-up names the earlier question it was understood with, so a misunderstanding shows.
+    context = f'<div class="rag-context"><span class="rag-label">Bezogen auf</span> {esc(a["context"])}</div>' if a.get("context") else ""
     if a.get("abstained") or not a.get("passages"):
         msg = a.get("message") or "Das steht nicht im Korpus."
         head, sep, rest = msg.partition(":")
         text = f"<strong>{esc(head)}{esc(sep)}</strong> {esc(rest.strip())}" if sep else f"<strong>{esc(msg)}</strong>"
-        return (
+        return context + (
             f'<div class="rag-abstain"><span class="rag-abstain-icon" aria-hidden="true">∅</span>'
             f'<div><span class="rag-label">Keine belegte Antwort</span><div>{text}</div></div></div>'
         )
-    parts = [f'<div class="rag-phrase"><span class="rag-label">Antwort</span> <mark>{esc(a.get("phrase"))}</mark></div>']
+    parts = [context, f'<div class="rag-phrase"><span class="rag-label">Antwort</span> <mark>{esc(a.get("phrase"))}</mark></div>']
     agr = a.get("agreement")
     if agr:
         cls = "rag-agree" if agr.get("agree") else "rag-disagree"
@@ -166,6 +168,11 @@ def render_pending(n_articles: int | None = None) -> str:
 
 def render_error(message: str) -> str:
     return f'<div class="rag-error"><strong>Fehler:</strong> {esc(message)}</div>'
+
+
+def render_topic_break() -> str:
+    """The line in the log where the user started a new topic (earlier questions no longer count)."""
+    return '<div class="rag-topic-break" role="separator"><span>Neues Thema</span></div>'
 
 
 def render_log(turns_html: list[str]) -> str:

@@ -32,6 +32,7 @@ class Candidate:
     span: tuple[int, int] | None = None  # the answering phrase (document offsets, inside the sentence)
     span_score: float = 0.0  # the reader's confidence in `span`
     no_answer: float | None = None  # the reader's confidence that the sentence does not answer
+    topic: float = 0.0  # weight of its article in the chat's topic (rag.conversation.topic_after), 0 outside a chat
     score: float = 0.0
     heuristic: float = 0.0  # the rules' score (HeuristicScorer), also when another scorer ranks
 

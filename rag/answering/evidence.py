@@ -13,7 +13,7 @@ from typing import Sequence
 from ..config import Config
 from .candidates import Candidate
 
-__all__ = ["ABSTAIN_MESSAGE", "Evidence", "evidence", "abstains", "weigh"]
+__all__ = ["ABSTAIN_MESSAGE", "Evidence", "evidence", "abstains", "weigh", "strays_from_topic"]
 
 ABSTAIN_MESSAGE = "Das steht nicht im Korpus: keiner der Artikel beantwortet diese Frage."
 
@@ -43,3 +43,20 @@ def abstains(strength: float | Evidence, config: Config) -> bool:
         limit = config.reader_threshold if strength.source == "reader" else config.abstain_threshold
         return strength.strength < limit
     return strength < config.abstain_threshold
+
+
+def strays_from_topic(ranked: Sequence[Candidate], config: Config) -> bool:
+    """For a follow-up answered in the light of the chat (candidates carry `topic`): whether the best
+    answer comes from an article the chat was not about, with a reader margin below
+    `Config.stray_margin`, while none of the chat's articles reaches `Config.context_threshold`.
+    A follow-up is about the chat's articles; measured on the conversation files, such a weak stray
+    answer is mostly wrong, and the unanswerable follow-ups end there, so the answer abstains
+    instead. A confident answer from another article stands (the chat may have moved on). False
+    without a model reader's opinion or with `context_threshold` None."""
+    if not ranked or ranked[0].topic > 0 or config.context_threshold is None:
+        return False
+    on = [-c.no_answer for c in ranked if c.no_answer is not None and c.topic > 0]
+    off = [-c.no_answer for c in ranked if c.no_answer is not None and c.topic == 0]
+    if not on and not off:
+        return False
+    return max(on, default=float("-inf")) < config.context_threshold and max(off, default=float("-inf")) < config.stray_margin

@@ -3,13 +3,14 @@ reader (answering spans) → scorer (ranking) → evidence (abstain?) → corrob
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..config import Config
+from ..conversation import Context, clean_history, contextual_candidates, topic_after
 from ..retrieval import Filters, Passage, find_candidates
 from .agreement import Agreement, agreement_of, corroborating
 from .candidates import Candidate, embed_features, sentences_of
-from .evidence import ABSTAIN_MESSAGE, abstains, weigh
+from .evidence import ABSTAIN_MESSAGE, abstains, strays_from_topic, weigh
 from .phrases import SELECTIVE_KINDS, find_phrase, question_type
 from .quotes import assemble_quotes
 from .reading import Reader, make_reader
@@ -18,7 +19,7 @@ from .scoring import HeuristicScorer, SentenceScorer, make_scorer
 if TYPE_CHECKING:
     from ..store import Index
 
-__all__ = ["Answer", "answer", "gather", "read", "rank"]
+__all__ = ["Answer", "answer", "chat_topic", "gather", "read", "rank"]
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Answer:
     confidence: float
     agreement: Agreement | None = None
     message: str = ""
+    context: str | None = None  # the earlier question of the chat this answer leaned on (None: asked on its own)
 
     @property
     def phrase(self) -> str:
@@ -43,6 +45,7 @@ class Answer:
             "phrase": self.phrase,
             "confidence": round(self.confidence, 4),
             "agreement": self.agreement.to_dict() if self.agreement else None,
+            "context": self.context,
             "passages": [p.to_dict() for p in self.passages],
         }
 
@@ -56,20 +59,37 @@ def answer(
     *,
     scorer: SentenceScorer | None = None,
     reader: Reader | None = None,
+    history: Sequence[str] | None = (),
 ) -> Answer:
     """Quoted answer to `question` from `index`: up to k quotes, the best answer first, then the
     articles that corroborate it, then the best sentences of further articles; abstains when the
-    evidence is too weak. `scorer` and `reader` default to those `index.config` names."""
+    evidence is too weak. `scorer` and `reader` default to those `index.config` names.
+
+    `history`: the chat's earlier questions, oldest first; a follow-up is answered in their light
+    (rag.conversation) and `Answer.context` names the question it leaned on."""
     cfg = index.config
-    found = find_candidates(index, question, mode, filters)
+    context: Context | None = None
+    turns = clean_history(history, cfg.history_turns, cfg.max_question_chars)
+    memo = scorer is None and reader is None  # chat topics are remembered for the configured scorer and reader
+    topic = chat_topic(index, turns, k, mode, filters, scorer, reader) if turns else {}
+    if turns:
+        found, context = contextual_candidates(index, question, turns[-1], topic, mode, filters)
+    else:
+        found = find_candidates(index, question, mode, filters)
     q = found.question
+    leaned_on = context.question if context else None
     if not found.passages[: cfg.answer_pool]:
-        return Answer(question=q, passages=[], abstained=True, confidence=0.0, message=ABSTAIN_MESSAGE)
+        result = Answer(question=q, passages=[], abstained=True, confidence=0.0, message=ABSTAIN_MESSAGE, context=leaned_on)
+        return _remember(index, result, turns, topic, k, mode, filters) if memo else result
     kind = question_type(q)
-    ranked = rank(index, q, gather(index, q, found.passages, kind), scorer or make_scorer(cfg), reader or make_reader(cfg))
+    cands = gather(index, q, found.passages, kind)
+    if context is not None:
+        for c in cands:
+            c.topic = context.articles.get(c.doc_id, 0.0)
+    ranked = rank(index, q, cands, scorer or make_scorer(cfg), reader or make_reader(cfg), leaned_on)
     support = weigh(ranked, cfg)
     confidence = support.strength
-    abstained = abstains(support, cfg)
+    abstained = abstains(support, cfg) or (context is not None and strays_from_topic(ranked, cfg))
     text_of = _text_of(index)
     # Articles that say the same as the best answer are quoted first, so the user sees the agreement.
     group = [] if abstained else corroborating(ranked, kind, text_of, cfg)[:k]
@@ -79,9 +99,47 @@ def answer(
     passages = assemble_quotes(index, ordered, [best, *first], ranked, k)
     agreement = _agreement(group, passages, best.score, kind, cfg) if group else None
     message = ABSTAIN_MESSAGE if abstained else passages[0].answer_text
-    return Answer(
-        question=q, passages=[] if abstained else passages, abstained=abstained, confidence=confidence, agreement=agreement, message=message
+    result = Answer(
+        question=q, passages=[] if abstained else passages, abstained=abstained, confidence=confidence, agreement=agreement,
+        message=message, context=leaned_on,
     )
+    return _remember(index, result, turns, topic, k, mode, filters) if memo else result
+
+
+def chat_topic(
+    index: "Index", turns: tuple[str, ...], k: int, mode: str | None, filters: Filters | None,
+    scorer: SentenceScorer | None = None, reader: Reader | None = None,
+) -> dict[str, float]:
+    """The articles a chat of these (cleaned) questions is about after its last turn → weight
+    (rag.conversation.topic_after). Remembered per index version: in a chat, the previous turn's
+    answer left it behind; otherwise the earlier turns are answered once, in order."""
+    if not turns:
+        return {}
+    key = _topic_key(index, turns, k, mode, filters)
+    if scorer is None and reader is None:
+        known = index.recall(key)
+        if known is not None:
+            return known
+    previous = answer(index, turns[-1], k, mode, filters, scorer=scorer, reader=reader, history=turns[:-1])
+    before = chat_topic(index, turns[:-1], k, mode, filters, scorer, reader)
+    return topic_after([p.doc_id for p in previous.passages], before, index.config.topic_decay, index.config.topic_articles)
+
+
+def _topic_key(index: "Index", turns: tuple[str, ...], k: int, mode: str | None, filters: Filters | None) -> tuple:
+    f = None if filters is None else (
+        None if filters.doc_ids is None else tuple(sorted(filters.doc_ids)), filters.date_from, filters.date_to
+    )
+    return ("chat-topic", index.config, turns, k, mode, f)
+
+
+def _remember(
+    index: "Index", result: Answer, turns: tuple[str, ...], topic: dict[str, float], k: int, mode: str | None, filters: Filters | None
+) -> Answer:
+    """Keep the topic this answer leaves its chat with, for the chat's next question."""
+    cfg = index.config
+    after = topic_after([p.doc_id for p in result.passages], topic, cfg.topic_decay, cfg.topic_articles)
+    index.remember(_topic_key(index, (*turns, result.question), k, mode, filters), after)
+    return result
 
 
 def gather(index: "Index", question: str, passages: list[Passage], kind: str | None) -> list[Candidate]:
@@ -109,12 +167,17 @@ def read(index: "Index", question: str, cands: list[Candidate], reader: Reader) 
         c.span, c.span_score, c.no_answer = r.span, r.score, r.no_answer
 
 
-def rank(index: "Index", question: str, cands: list[Candidate], scorer: SentenceScorer, reader: Reader) -> list[Candidate]:
+def rank(
+    index: "Index", question: str, cands: list[Candidate], scorer: SentenceScorer, reader: Reader, context: str | None = None
+) -> list[Candidate]:
     """The candidates with features, spans and scores, best first. The mode chooses how candidate
     passages are found; sentences are always ranked by the same scorer, so abstention means the
-    same thing in every mode."""
+    same thing in every mode. `context`: the earlier question a follow-up leans on."""
+    # A follow-up's reader reads it with the question it leaned on appended: „Wie heißt dieser
+    # Berater?“ alone does not say which adviser (measured: README, Conversations).
+    asked = f"{question} {context}" if context and index.config.context_reader else question
     embed_features(index, question, cands)
-    read(index, question, cands, reader)
+    read(index, asked, cands, reader)
     # The rules' score too: corroboration compares articles in its units, whatever the ranking.
     heuristic = HeuristicScorer(index.config)(question, cands)
     for c, s, h in zip(cands, scorer(question, cands), heuristic, strict=True):

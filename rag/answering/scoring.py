@@ -24,7 +24,8 @@ class SentenceScorer(Protocol):
 
 
 class HeuristicScorer:
-    """dense + lexical_weight·overlap + typed_weight·(the reader marked a phrase) + prior_weight·prior."""
+    """dense + lexical_weight·overlap + typed_weight·(the reader marked a phrase) + prior_weight·prior
+    (+ topic_bonus·topic in a chat)."""
 
     def __init__(self, config: Config):
         self.config = config
@@ -32,7 +33,11 @@ class HeuristicScorer:
     def __call__(self, question: str, candidates: Sequence[Candidate]) -> np.ndarray:
         cfg = self.config
         return np.array(
-            [c.dense + cfg.lexical_weight * c.lexical + cfg.typed_weight * c.typed + cfg.prior_weight * c.prior for c in candidates],
+            [
+                c.dense + cfg.lexical_weight * c.lexical + cfg.typed_weight * c.typed + cfg.prior_weight * c.prior
+                + cfg.topic_bonus * c.topic
+                for c in candidates
+            ],
             dtype=np.float64,
         )
 

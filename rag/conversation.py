@@ -1,0 +1,129 @@
+"""Follow-up questions: what the earlier questions of a chat add to the newest one.
+
+A chat's history is its earlier questions, oldest first. The chat is about the articles its
+previous answer quoted (`topic_after`: the first `Config.topic_articles` weigh 1, 1/2; articles
+of earlier turns fade by `Config.topic_decay` a turn; an abstention keeps the topic). The answer
+stage remembers that per index version (rag.answering.pipeline.chat_topic), so in a chat nothing
+is answered twice. A follow-up („Und wer hat das gemeldet?“, „Wie heißt dieser Berater?“) leans on
+it: retrieval fuses (weighted reciprocal rank fusion, as hybrid retrieval does)
+
+- the question alone (its usual lists, full weight);
+- the question with the previous question appended (`Config.context_weight`): the missing subject
+  or event comes from there;
+- the chunks of the chat's articles ranked by their similarity to the question
+  (`Config.topic_weight` × the article's weight): the prior on the last answer's articles;
+
+and the answer stage gives their sentences a bonus and lets the reader read the question with the
+previous one appended (rag.answering.pipeline).
+
+A question that names its own topic („Wie hoch war Österreichs Arbeitslosenquote im April?“ after a
+chat about a summit) is answered as if there were no history (`names_own_topic`): the question
+alone matches chunks elsewhere clearly better than anything in the chat's articles. The weights and
+thresholds were measured with `rag eval` on conversation files and on self-contained questions
+asked after unrelated chats (README, Conversations).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
+
+from .errors import QuestionError
+from .retrieval import Candidates, Filters, clean_question, fuse, merge_spans, search_lists
+
+if TYPE_CHECKING:
+    from .store import Index
+
+__all__ = ["Context", "clean_history", "contextual_candidates", "contextual_ranking", "names_own_topic", "topic_after"]
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a follow-up was answered in the light of."""
+
+    question: str  # the earlier question it leaned on (the previous one)
+    articles: dict[str, float]  # the articles the chat is about → prior weight (1 for the last answer's first)
+
+
+def clean_history(history: Sequence[str] | None, turns: int, max_chars: int) -> tuple[str, ...]:
+    """The last `turns` earlier questions, cleaned like questions; QuestionError for anything but
+    a list of strings. Empty entries are skipped (a chat may hold an unsent blank)."""
+    if history is None:
+        return ()
+    if isinstance(history, str) or not isinstance(history, (list, tuple)):
+        raise QuestionError("Der Verlauf muss eine Liste früherer Fragen sein.")
+    out = []
+    for h in history:
+        if not isinstance(h, str):
+            raise QuestionError("Der Verlauf muss eine Liste früherer Fragen (Zeichenketten) sein.")
+        if h.strip():
+            out.append(clean_question(h, max_chars))
+    return tuple(out[-turns:]) if turns > 0 else ()
+
+
+def topic_after(answered: Sequence[str], inherited: dict[str, float], decay: float, articles: int) -> dict[str, float]:
+    """The articles a chat is about after a turn whose answer quoted `answered` (doc ids, best
+    first; [] when it abstained): its first `articles` articles weigh 1, 1/2, …; the articles the
+    chat was about before stay with their weight × `decay` (where not quoted again)."""
+    out = {doc: w * decay for doc, w in inherited.items() if w * decay >= 0.05}
+    for rank, doc in enumerate(list(dict.fromkeys(answered))[:articles]):
+        out[doc] = max(out.get(doc, 0.0), 1.0 / (rank + 1))
+    return out
+
+
+def contextual_ranking(
+    index: "Index", question: str, previous: str, topic: dict[str, float], mode: str | None = None, allowed: set[str] | None = None
+) -> tuple[list[tuple[int, float]], Context | None]:
+    """Fused chunk ranking of `question` after the question `previous`, whose answer left the chat
+    about the `topic` articles; and the context it used (None: ranked as if asked alone)."""
+    cfg = index.config
+    alone = search_lists(index, question, mode, cfg.candidates, allowed)
+    if allowed is not None:
+        topic = {d: w for d, w in topic.items() if d in allowed}
+    topic_chunks = [cid for doc in topic for cid in index.chunks_of(doc)]
+    if not topic_chunks:
+        return fuse(list(alone.values()), cfg.rrf_k)[: cfg.candidates], None
+    sims = index.vectors(topic_chunks) @ index.query_vector(question)
+    if names_own_topic(index, question, alone, topic, float(sims.max())):
+        return fuse(list(alone.values()), cfg.rrf_k)[: cfg.candidates], None
+    lists = list(alone.values())
+    expanded = f"{question} {previous}"
+    lists += [(w * cfg.context_weight, hits) for w, hits in search_lists(index, expanded, mode, cfg.candidates, allowed).values()]
+    order = np.argsort(-sims, kind="stable")
+    # One list per topic article, so an article's weight scales its chunks' votes.
+    for doc, w in topic.items():
+        hits = [(topic_chunks[i], float(sims[i])) for i in order if index.chunks[topic_chunks[i]].doc_id == doc]
+        lists.append((cfg.topic_weight * w, hits))
+    return fuse(lists, cfg.rrf_k)[: cfg.candidates], Context(question=previous, articles=dict(topic))
+
+
+def names_own_topic(
+    index: "Index", question: str, alone: dict[str, tuple[float, list[tuple[int, float]]]], topic: dict[str, float], topic_sim: float
+) -> bool:
+    """Whether the question alone finds chunks elsewhere that match it clearly better than anything
+    in the chat's articles: by more than `Config.topic_shift` in cosine similarity, or by more than
+    `Config.topic_shift_bm25` in BM25 score (a name or term the chat never touched). Measured on the
+    conversation files and on self-contained questions asked after unrelated chats (README,
+    Conversations): follow-ups stay below both, questions with their own topic mostly exceed one."""
+    cfg = index.config
+    heads = [cid for _, hits in alone.values() for cid, _ in hits[:10]]
+    best = float((index.vectors(heads) @ index.query_vector(question)).max()) if heads else 0.0
+    if best - topic_sim > cfg.topic_shift:
+        return True
+    _, bm25 = alone.get("bm25", (0.0, []))
+    if not bm25:
+        return False
+    in_topic = max((s for cid, s in bm25 if index.chunks[cid].doc_id in topic), default=0.0)
+    return bm25[0][1] - in_topic > cfg.topic_shift_bm25
+
+
+def contextual_candidates(
+    index: "Index", question: str, previous: str, topic: dict[str, float], mode: str | None = None, filters: Filters | None = None
+) -> tuple[Candidates, Context | None]:
+    """Like rag.retrieval.find_candidates, for a question asked after `previous` in a chat about
+    the `topic` articles (topic_after)."""
+    q = clean_question(question, index.config.max_question_chars)
+    allowed = filters.allowed(index.documents) if filters is not None else None
+    ranked, context = contextual_ranking(index, q, previous, topic, mode, allowed)
+    return Candidates(q, merge_spans(index, ranked)), context
