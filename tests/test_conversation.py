@@ -92,6 +92,8 @@ def test_service_and_module_api_take_the_history(fake_seed_index):
     assert ans.context in (None, "Womit drohte Biden Putin?")
     with pytest.raises(QuestionError):
         svc.answer("Und wer?", history="Womit drohte Biden Putin?")
+    with pytest.raises(QuestionError, match="leer"):
+        svc.answer("   ", history=["Womit drohte Biden Putin?"])
 
 
 # ---------------------------------------------------------------- conversation files

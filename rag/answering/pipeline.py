@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..config import Config
 from ..conversation import Context, clean_history, contextual_candidates, topic_after
-from ..retrieval import Filters, Passage, find_candidates
+from ..retrieval import Filters, Passage, clean_question, find_candidates
 from .agreement import Agreement, agreement_of, corroborating
 from .candidates import Candidate, embed_features, sentences_of
 from .evidence import ABSTAIN_MESSAGE, abstains, strays_from_topic, weigh
@@ -70,6 +70,8 @@ def answer(
     cfg = index.config
     context: Context | None = None
     turns = clean_history(history, cfg.history_turns, cfg.max_question_chars)
+    if turns:
+        clean_question(question, cfg.max_question_chars)  # a bad question fails before the chat's turns are looked up
     memo = scorer is None and reader is None  # chat topics are remembered for the configured scorer and reader
     topic = chat_topic(index, turns, k, mode, filters, scorer, reader) if turns else {}
     if turns:
