@@ -68,12 +68,21 @@ def answer(
     `history`: the chat's earlier questions, oldest first; a follow-up is answered in their light
     (rag.conversation) and `Answer.context` names the question it leaned on."""
     cfg = index.config
-    context: Context | None = None
     turns = clean_history(history, cfg.history_turns, cfg.max_question_chars)
     if turns:
         clean_question(question, cfg.max_question_chars)  # a bad question fails before the chat's turns are looked up
+    topic = chat_topic(index, turns, k, mode, filters, scorer, reader)
+    return _answer(index, question, k, mode, filters, scorer, reader, turns, topic)
+
+
+def _answer(
+    index: "Index", question: str, k: int, mode: str | None, filters: Filters | None,
+    scorer: SentenceScorer | None, reader: Reader | None, turns: tuple[str, ...], topic: dict[str, float],
+) -> Answer:
+    """`answer` for a question after the (cleaned) chat `turns`, which left the chat about `topic`."""
+    cfg = index.config
+    context: Context | None = None
     memo = scorer is None and reader is None  # chat topics are remembered for the configured scorer and reader
-    topic = chat_topic(index, turns, k, mode, filters, scorer, reader) if turns else {}
     if turns:
         found, context = contextual_candidates(index, question, turns[-1], topic, mode, filters)
     else:
@@ -122,8 +131,8 @@ def chat_topic(
         known = index.recall(key)
         if known is not None:
             return known
-    previous = answer(index, turns[-1], k, mode, filters, scorer=scorer, reader=reader, history=turns[:-1])
     before = chat_topic(index, turns[:-1], k, mode, filters, scorer, reader)
+    previous = _answer(index, turns[-1], k, mode, filters, scorer, reader, turns[:-1], before)
     return topic_after([p.doc_id for p in previous.passages], before, index.config.topic_decay, index.config.topic_articles)
 
 
