@@ -40,7 +40,7 @@ __all__ = [
     "QAItem", "QuestionResult", "normalize", "contains_answer", "load_qa", "load_jsonl_qa", "load_squad",
     "load_distractors", "documents_hash", "build_eval_index", "run_questions", "compute_metrics", "evaluate",
     "failures", "write_failures", "format_metrics", "default_cache_dir", "run_eval", "percentile", "EVAL_DIR",
-    "load_conversations", "is_conversation_file", "chats", "after_chats", "passage_dict",
+    "load_conversations", "is_conversation_file", "chats", "after_chats",
 ]
 
 # The repository's question sets and articles (see eval/README.md): the defaults of `make eval`,
@@ -218,15 +218,11 @@ def is_conversation_file(path: str | Path) -> bool:
     path = Path(path)
     if path.suffix.lower() != ".jsonl" or not path.is_file():
         return False
-    with open(path, encoding="utf-8-sig") as f:
-        for line in f:
-            if line.strip():
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
-                    return False
-                return isinstance(obj, dict) and "turns" in obj
-    return False
+    try:
+        _, _, first = next(_json_lines(path), (0, "", None))
+    except RagError:  # not JSON: load_jsonl_qa names the line
+        return False
+    return isinstance(first, dict) and "turns" in first
 
 
 def load_conversations(path: str | Path) -> list[QAItem]:
@@ -463,7 +459,7 @@ def build_eval_index(
 # ---------------------------------------------------------------- running and scoring
 
 
-def passage_dict(p) -> dict:
+def _passage_dict(p) -> dict:
     return {
         "doc_id": p.doc_id, "title": p.title, "text": p.text, "highlighted": p.highlighted,
         # The answering phrase (falls back to the highlight where passages have no separate phrase).
@@ -501,7 +497,7 @@ def run_questions(
         ans = index.answer(item.question, k=k, mode=mode, **extra)
         ms = (time.perf_counter() - t) * 1000
         passages = [] if ans.abstained else list(ans.passages)[:k]
-        r = QuestionResult(item, bool(ans.abstained), float(ans.confidence), [passage_dict(p) for p in passages], ms)
+        r = QuestionResult(item, bool(ans.abstained), float(ans.confidence), [_passage_dict(p) for p in passages], ms)
         r.context = getattr(ans, "context", None)
         if retrieve is not None:
             r.retrieved = [p.doc_id for p in retrieve(item.question, k=k, mode=mode)]

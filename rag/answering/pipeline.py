@@ -72,17 +72,17 @@ def answer(
     if turns:
         clean_question(question, cfg.max_question_chars)  # a bad question fails before the chat's turns are looked up
     topic = chat_topic(index, turns, k, mode, filters, scorer, reader)
-    return _answer(index, question, k, mode, filters, scorer, reader, turns, topic)
+    return _answer(index, question, k, mode, filters, scorer, reader, turns, topic)[0]
 
 
 def _answer(
     index: "Index", question: str, k: int, mode: str | None, filters: Filters | None,
     scorer: SentenceScorer | None, reader: Reader | None, turns: tuple[str, ...], topic: dict[str, float],
-) -> Answer:
-    """`answer` for a question after the (cleaned) chat `turns`, which left the chat about `topic`."""
+) -> tuple[Answer, dict[str, float]]:
+    """`answer` for a question after the (cleaned) chat `turns`, which left the chat about `topic`;
+    and the topic this answer leaves the chat with (remembered for the configured scorer and reader)."""
     cfg = index.config
     context: Context | None = None
-    memo = scorer is None and reader is None  # chat topics are remembered for the configured scorer and reader
     if turns:
         found, context = contextual_candidates(index, question, turns[-1], topic, mode, filters)
     else:
@@ -91,7 +91,7 @@ def _answer(
     leaned_on = context.question if context else None
     if not found.passages[: cfg.answer_pool]:
         result = Answer(question=q, passages=[], abstained=True, confidence=0.0, message=ABSTAIN_MESSAGE, context=leaned_on)
-        return _remember(index, result, turns, topic, k, mode, filters) if memo else result
+        return result, _leave(index, result, turns, topic, k, mode, filters, scorer is None and reader is None)
     kind = question_type(q)
     cands = gather(index, q, found.passages, kind)
     if context is not None:
@@ -114,7 +114,7 @@ def _answer(
         question=q, passages=[] if abstained else passages, abstained=abstained, confidence=confidence, agreement=agreement,
         message=message, context=leaned_on,
     )
-    return _remember(index, result, turns, topic, k, mode, filters) if memo else result
+    return result, _leave(index, result, turns, topic, k, mode, filters, scorer is None and reader is None)
 
 
 def chat_topic(
@@ -132,8 +132,7 @@ def chat_topic(
         if known is not None:
             return known
     before = chat_topic(index, turns[:-1], k, mode, filters, scorer, reader)
-    previous = _answer(index, turns[-1], k, mode, filters, scorer, reader, turns[:-1], before)
-    return topic_after([p.doc_id for p in previous.passages], before, index.config.topic_decay, index.config.topic_articles)
+    return _answer(index, turns[-1], k, mode, filters, scorer, reader, turns[:-1], before)[1]
 
 
 def _topic_key(index: "Index", turns: tuple[str, ...], k: int, mode: str | None, filters: Filters | None) -> tuple:
@@ -143,14 +142,16 @@ def _topic_key(index: "Index", turns: tuple[str, ...], k: int, mode: str | None,
     return ("chat-topic", index.config, turns, k, mode, f)
 
 
-def _remember(
-    index: "Index", result: Answer, turns: tuple[str, ...], topic: dict[str, float], k: int, mode: str | None, filters: Filters | None
-) -> Answer:
-    """Keep the topic this answer leaves its chat with, for the chat's next question."""
+def _leave(
+    index: "Index", result: Answer, turns: tuple[str, ...], topic: dict[str, float], k: int, mode: str | None, filters: Filters | None,
+    memo: bool,
+) -> dict[str, float]:
+    """The topic this answer leaves its chat with; kept for the chat's next question when `memo`."""
     cfg = index.config
     after = topic_after([p.doc_id for p in result.passages], topic, cfg.topic_decay, cfg.topic_articles)
-    index.remember(_topic_key(index, (*turns, result.question), k, mode, filters), after)
-    return result
+    if memo:
+        index.remember(_topic_key(index, (*turns, result.question), k, mode, filters), after)
+    return after
 
 
 def gather(index: "Index", question: str, passages: list[Passage], kind: str | None) -> list[Candidate]:
