@@ -30,13 +30,20 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Mehr Ausg
 
 @app.command()
 def build(
-    corpus: Path = CORPUS, index: Path = INDEX, model: Optional[str] = typer.Option(None, help="Anderes Embedding-Modell (Name oder Pfad).")
+    corpus: Path = typer.Option(Path("corpus"), "--corpus", help="Ordner mit den Artikeln, oder eine .jsonl- oder .csv-Datei."),
+    index: Path = INDEX,
+    model: Optional[str] = typer.Option(None, help="Anderes Embedding-Modell (Name oder Pfad)."),
+    ray: Optional[str] = typer.Option(
+        None, "--ray", metavar="ADRESSE",
+        help="Auf Ray einbetten: local (eigene Ray-Instanz auf diesem Rechner), auto oder host:port eines Clusters; "
+        "`--ray` allein = local.",
+    ),
 ) -> None:
     """Index aus dem Korpus aufbauen oder aktualisieren (nur Neues wird eingebettet)."""
     from .progress import progress_bar
     from .service import RagService
 
-    config = Config() if model is None else Config(model=model)
+    config = Config(ray_address=ray) if model is None else Config(model=model, ray_address=ray)
     bar, progress = progress_bar("Aufbau", sys.stderr.isatty())
     try:
         idx = RagService(index, corpus, config).rebuild(progress)
@@ -251,10 +258,23 @@ def bench(
     limit: Optional[int] = typer.Option(None, "--limit", help="Nur die ersten N Artikel."),
     queries: int = typer.Option(100, "--queries", help="Anzahl Fragen für die Latenzmessung."),
     as_json: bool = typer.Option(False, "--json", help="Kennzahlen als JSON."),
+    scale: Optional[int] = typer.Option(
+        None, "--scale", help="Stattdessen ein Archiv von N Abschnitten aufbauen, öffnen und befragen (Ausgabe JSON)."
+    ),
+    sample: int = typer.Option(2000, "--sample", help="--scale: so viele Abschnitte vom echten Modell eingebettet."),
 ) -> None:
     """Geschwindigkeit messen: Aufbau, Aktualisierung, Kaltstart, Antwortzeiten, Speicher."""
     from .bench import DEFAULT_CSV, format_report, run_bench
 
+    if scale is not None:
+        from .scale import run_scale
+
+        try:
+            result = run_scale(scale, corpus, sample=sample, questions=queries, echo=lambda s: typer.echo(s, err=True))
+        except RagError as e:
+            _fail(e)
+        typer.echo(json.dumps(result, indent=2))
+        return
     try:
         result = run_bench(corpus or DEFAULT_CSV, limit=limit, queries=queries, echo=lambda s: typer.echo(s, err=True))
     except RagError as e:
@@ -262,8 +282,19 @@ def bench(
     typer.echo(json.dumps(result, indent=2) if as_json else format_report(result))
 
 
+def optional_ray_address(argv: list[str]) -> list[str]:
+    """`--ray` without an address means `--ray local` (click options take a value or none, not
+    either)."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--ray" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out.insert(i + 1, "local")
+            break
+    return out
+
+
 def main() -> None:  # pragma: no cover
-    app()
+    app(args=optional_ray_address(sys.argv[1:]))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,9 +18,18 @@ class Config:
     # or "torch". Measured with `make bench-peers`: int8 embeds ≈ 2.3× faster and answers queries
     # ≈ 3× faster at the same XQuAD quality (README, Performance). $RAG_EMBED_BACKEND overrides it.
     backend: str = "onnx-int8"
+    # Embed a build's new chunks on Ray workers (rag/distributed.py): None = on this machine, else
+    # what ray.init(address=…) takes: "local", "auto" or "host:port". Not part of the index.
+    ray_address: str | None = None
     # Chunking (characters).
     chunk_size: int = 600
     chunk_overlap: int = 120
+    # The vector index (rag/vectors.py): exact below ann_threshold chunks, else IVF with
+    # ann_cells_per_sqrt × √chunks cells, ann_nprobe of them searched per question (README, Scale:
+    # chosen with `rag bench --scale` for recall@10 ≥ 0.95).
+    ann_threshold: int = 200_000
+    ann_cells_per_sqrt: float = 4.0
+    ann_nprobe: int = 32
     # Retrieval.
     retriever: str = "hybrid"  # hybrid | dense | bm25
     candidates: int = 50

@@ -6,8 +6,10 @@ German warning naming the file. Identical articles are indexed once.
 """
 from __future__ import annotations
 
+import csv
 import datetime as _dt
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -15,12 +17,12 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from .errors import CorpusError
 from .text import SENTENCE_END
 
-__all__ = ["Document", "CorpusLoad", "load_corpus", "load_file", "dedup_key", "MAX_FILE_BYTES", "SUFFIXES"]
+__all__ = ["Document", "CorpusLoad", "load_corpus", "iter_corpus", "load_file", "dedup_key", "MAX_FILE_BYTES", "SUFFIXES"]
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
 TEXT_SUFFIXES = {".txt", ".md"}
@@ -318,32 +320,66 @@ def _load_html(text: str, doc_id: str, source: str, warnings: list[str] | None =
     return _document(doc_id, main, source, title=title, date=date, url=url)
 
 
-def _load_jsonl(text: str, stem_id: str, source: str, warnings: list[str], skipped: list[str]) -> list[Document]:
-    docs = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+def _jsonl_document(line: str, lineno: int, stem_id: str, source: str) -> Document:
+    obj = json.loads(line)
+    if not isinstance(obj, dict):
+        raise _Skip("kein JSON-Objekt")
+    body = obj.get("text")
+    if not isinstance(body, str):
+        raise _Skip("kein Feld „text“")
+    given = obj.get("id")
+    doc_id = str(given).strip() if given not in (None, "") else f"{stem_id}#{lineno}"
+    src = str(obj["source"]) if obj.get("source") not in (None, "") else source
+    return _document(doc_id, body, src, title=obj.get("title"), date=obj.get("date"), url=obj.get("url"))
+
+
+def _iter_jsonl(lines: Iterable[str], stem_id: str, source: str, warnings: list[str], skipped: list[str]) -> Iterator[Document]:
+    """One document per JSON line ({"text", optional "id", "title", "date", "url", "source"}); a
+    bad line is skipped with a warning."""
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        where = f"{source}#{lineno}"
         try:
-            obj = json.loads(line)
-            if not isinstance(obj, dict):
-                raise _Skip("kein JSON-Objekt")
-            body = obj.get("text")
-            if not isinstance(body, str):
-                raise _Skip("kein Feld „text“")
-            given = obj.get("id")
-            doc_id = str(given).strip() if given not in (None, "") else f"{stem_id}#{lineno}"
-            src = str(obj["source"]) if obj.get("source") not in (None, "") else source
-            docs.append(_document(doc_id, body, src, title=obj.get("title"), date=obj.get("date"), url=obj.get("url")))
+            yield _jsonl_document(line, lineno, stem_id, source)
         except json.JSONDecodeError:
             warnings.append(f"Zeile {lineno} übersprungen (kein gültiges JSON): {source}")
-            skipped.append(where)
+            skipped.append(f"{source}#{lineno}")
         except _Skip as e:
             warnings.append(f"Zeile {lineno} übersprungen ({e}): {source}")
-            skipped.append(where)
-    if not docs and not skipped:
+            skipped.append(f"{source}#{lineno}")
+
+
+def _load_jsonl(text: str, stem_id: str, source: str, warnings: list[str], skipped: list[str]) -> list[Document]:
+    n_skipped = len(skipped)
+    docs = list(_iter_jsonl(text.splitlines(), stem_id, source, warnings, skipped))
+    if not docs and len(skipped) == n_skipped:
         raise _Skip("leer")
     return docs
+
+
+def _iter_csv(lines: Iterable[str], stem_id: str, source: str, warnings: list[str], skipped: list[str]) -> Iterator[Document]:
+    """One document per CSV row. The first row names the columns: "text" (required), and
+    optionally "id", "title", "date", "url", "source" (any case); the delimiter (, ; or tab) is
+    taken from the header line."""
+    lines = iter(lines)
+    header = next(lines, "")
+    delimiter = max(",;\t", key=header.count)
+    reader = csv.reader(itertools.chain([header], lines), delimiter=delimiter)
+    columns = [c.strip().lower().lstrip("\ufeff") for c in next(reader, [])]
+    if "text" not in columns:
+        raise CorpusError(f"CSV ohne Spalte „text“ in der ersten Zeile: {source}")
+    col = {name: columns.index(name) for name in ("text", "id", "title", "date", "url", "source") if name in columns}
+    for rowno, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        try:
+            value = {name: (row[i] if i < len(row) else "") for name, i in col.items()}
+            doc_id = value.get("id", "").strip() or f"{stem_id}#{rowno}"
+            yield _document(doc_id, value["text"], value.get("source") or source, title=value.get("title"),
+                            date=value.get("date"), url=value.get("url"))
+        except _Skip as e:
+            warnings.append(f"Zeile {rowno} übersprungen ({e}): {source}")
+            skipped.append(f"{source}#{rowno}")
 
 
 def _load(path: Path, root: Path, warnings: list[str], skipped: list[str]) -> list[Document]:
@@ -431,21 +467,38 @@ def dedup_key(text: str) -> str:
     return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()
 
 
-def load_corpus(root: str | Path) -> CorpusLoad:
-    """All documents under `root`. Bad files are skipped with a warning; never raises for a file."""
-    root_path = Path(root).expanduser()
-    if not root_path.exists():
-        raise CorpusError(f"Korpusordner nicht gefunden: {root}")
-    if not root_path.is_dir():
-        raise CorpusError(f"Korpus ist kein Ordner: {root}")
-    root_path = root_path.resolve()
-    load = CorpusLoad()
-    by_id: dict[str, Document] = {}
-    by_text: dict[str, str] = {}
-    for path in _walk(root_path, load):
-        rel = _rel(path, root_path)
+STREAM_SUFFIXES = {".jsonl": _iter_jsonl, ".csv": _iter_csv}
+csv.field_size_limit(MAX_FILE_BYTES)  # one article per field; the default limit (128 KB) is too small
+
+
+def _read_lines(path: Path, source: str, warnings: list[str]) -> Iterator[str]:
+    """The lines of a big file, read as a stream; bytes that are not UTF-8 are replaced (counted in
+    one warning at the end)."""
+    bad = 0
+    with open(path, "rb") as f:
+        for raw in f:
+            try:
+                yield raw.decode("utf-8")
+            except UnicodeDecodeError:
+                bad += 1
+                yield raw.decode("utf-8", errors="replace")
+    if bad:
+        warnings.append(f"{bad} Zeilen kein UTF-8 (Zeichen ersetzt): {source}")
+
+
+def _stream_file(path: Path, load: CorpusLoad) -> Iterator[tuple[Document, str]]:
+    source = path.name
+    stem = source.rsplit(".", 1)[0]
+    read = STREAM_SUFFIXES[path.suffix.lower()]
+    for doc in read(_read_lines(path, source, load.warnings), stem, source, load.warnings, load.skipped):
+        yield doc, source
+
+
+def _folder_files(root: Path, load: CorpusLoad) -> Iterator[tuple[Document, str]]:
+    for path in _walk(root, load):
+        rel = _rel(path, root)
         try:
-            docs = _load(path, root_path, load.warnings, load.skipped)
+            docs = _load(path, root, load.warnings, load.skipped)
         except _Skip as e:
             load.warnings.append(f"übersprungen ({e}): {rel}")
             load.skipped.append(rel)
@@ -454,26 +507,58 @@ def load_corpus(root: str | Path) -> CorpusLoad:
             load.warnings.append(f"übersprungen (Fehler: {type(e).__name__}: {e}): {rel}")
             load.skipped.append(rel)
             continue
-        is_jsonl = path.suffix.lower() == ".jsonl"
         for doc in docs:
-            where = f"{rel} ({doc.id})" if is_jsonl else rel
-            key = dedup_key(doc.text)
-            if key in by_text:
-                original = by_text[key]
-                load.duplicates.append((doc.id, original))
-                load.warnings.append(f"übersprungen (Duplikat von {original}): {where}")
-                continue
-            if doc.id in by_id:
-                alt = f"{rel}#{doc.id}" if is_jsonl else rel
-                if alt in by_id:
-                    load.warnings.append(f"übersprungen (ID {doc.id} doppelt): {where}")
-                    load.skipped.append(f"{rel}#{doc.id}" if is_jsonl else rel)
-                    continue
-                load.warnings.append(f"ID {doc.id} doppelt, als {alt} geführt: {where}")
-                doc = Document(id=alt, text=doc.text, title=doc.title, date=doc.date, source=doc.source, url=doc.url)
-            by_id[doc.id] = doc
-            by_text[key] = doc.id
-            load.documents.append(doc)
-    load.warnings = [_one_line(w) for w in load.warnings]
-    return load
+            yield doc, rel
 
+
+def iter_corpus(root: str | Path, load: CorpusLoad | None = None) -> Iterator[Document]:
+    """The documents of a corpus, one at a time: a folder (every readable file under it), or a
+    single .jsonl or .csv file of any size, read as a stream. Warnings, skipped entries and
+    duplicates go into `load` as they are met (complete once the iterator is exhausted). Bad files
+    and lines are skipped with a warning; only a missing corpus raises."""
+    load = load if load is not None else CorpusLoad()
+    root_path = Path(root).expanduser()
+    if not root_path.exists():
+        raise CorpusError(f"Korpusordner nicht gefunden: {root}")
+    if root_path.is_dir():
+        entries = _folder_files(root_path.resolve(), load)
+        container = None
+    elif root_path.suffix.lower() in STREAM_SUFFIXES:
+        entries = _stream_file(root_path, load)
+        container = root_path.name
+    else:
+        raise CorpusError(f"Korpus ist weder ein Ordner noch eine .jsonl- oder .csv-Datei: {root}")
+    return _dedup(entries, load, container)
+
+
+def _dedup(entries: Iterable[tuple[Document, str]], load: CorpusLoad, container: str | None) -> Iterator[Document]:
+    ids: set[str] = set()
+    texts: dict[str, str] = {}  # dedup key → id of the first article with this text
+    for doc, rel in entries:
+        is_multi = container is not None or rel.lower().endswith(".jsonl")
+        where = f"{rel} ({doc.id})" if is_multi else rel
+        key = dedup_key(doc.text)
+        if key in texts:
+            original = texts[key]
+            load.duplicates.append((doc.id, original))
+            load.warnings.append(f"übersprungen (Duplikat von {original}): {where}")
+            continue
+        if doc.id in ids:
+            alt = f"{rel}#{doc.id}" if is_multi and container is None else rel
+            if alt in ids or container is not None:
+                load.warnings.append(f"übersprungen (ID {doc.id} doppelt): {where}")
+                load.skipped.append(f"{rel}#{doc.id}" if is_multi else rel)
+                continue
+            load.warnings.append(f"ID {doc.id} doppelt, als {alt} geführt: {where}")
+            doc = Document(id=alt, text=doc.text, title=doc.title, date=doc.date, source=doc.source, url=doc.url)
+        ids.add(doc.id)
+        texts[key] = doc.id
+        yield doc
+    load.warnings[:] = [_one_line(w) for w in load.warnings]
+
+
+def load_corpus(root: str | Path) -> CorpusLoad:
+    """All documents of a corpus folder or file (see iter_corpus), in a list."""
+    load = CorpusLoad()
+    load.documents = list(iter_corpus(root, load))
+    return load

@@ -294,12 +294,10 @@ class _LeanBert:
     def _load_cpu(self, path: Path, box: dict) -> None:
         try:
             from safetensors.numpy import load_file
-            from tokenizers import Tokenizer
 
-            tok = Tokenizer.from_file(str(path / "tokenizer.json"))
-            tok.no_padding()
-            tok.enable_truncation(self.max_len)
-            box["tokenizer"] = tok
+            from .onnx_backend import shared_tokenizer
+
+            box["tokenizer"] = shared_tokenizer(str(path / "tokenizer.json"))
             sd = load_file(str(path / "model.safetensors"))
             sd = {k.removeprefix("bert."): v for k, v in sd.items()}
 
@@ -328,9 +326,11 @@ class _LeanBert:
             box["error"] = e
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        from .onnx_backend import token_ids
+
         if self.lower:
             texts = [t.lower() for t in texts]
-        return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
+        return token_ids(self.tokenizer, texts, self.max_len)
 
     def encode(self, texts: list[str], prompt: str, batch_size: int, progress: Progress | None) -> np.ndarray:
         ids = self.token_ids([prompt + t for t in texts])

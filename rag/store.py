@@ -21,10 +21,8 @@ import os
 import re
 import shutil
 import sqlite3
-import threading
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -33,12 +31,14 @@ import numpy as np
 
 from .chunking import Chunk, chunk_document
 from .config import Config
-from .corpus import CorpusLoad, Document, load_corpus
+from .corpus import CorpusLoad, Document, iter_corpus
 from .errors import IndexCorruptError, IndexLockedError, IndexNotFoundError, RagError
 from .progress import Progress
+from .tables import ChunkStore, ChunkTable, DocumentTable, LRUCache, TableWriter
 from .text import bm25_tokenize, split_sentences
+from .vectors import FLAT, IVF, VectorIndex
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: documents' chunk ids in the table, not the manifest; vector index type
 # Bump when chunk_document's behaviour changes, so old indexes are rebuilt.
 CHUNKER_VERSION = 1
 EMBED_BATCH = 32  # small enough that a question waiting for the shared model waits briefly
@@ -47,6 +47,11 @@ QUERY_CACHE = 256  # query vectors
 SENTENCE_CACHE = 20_000  # sentence vectors (~30 MB at 384 dims)
 SPAN_CACHE = 5_000  # documents' sentence spans
 DERIVED_CACHE = 1_000  # other per-question results (conversation topics)
+# Opening an index hashes files up to this size whole; larger ones (vectors, tables of big
+# archives) by SAMPLE_BLOCKS blocks, so opening stays fast at any size (the build hashes everything).
+VERIFY_FULL_BYTES = 64 << 20
+SAMPLE_BLOCKS = 64
+SAMPLE_BLOCK = 64 << 10
 KEEP_VERSIONS = 2  # the current one and its predecessor (a reader may still be opening it)
 
 
@@ -155,6 +160,10 @@ class EmbeddingCache:
     def __init__(self, path: Path):
         self.path = path
         self.db = sqlite3.connect(path, timeout=30)
+        # WAL without a sync per batch: a crash may lose the last batches (they are embedded
+        # again), never the file; a million-chunk build commits tens of thousands of batches.
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("CREATE TABLE IF NOT EXISTS emb (fp TEXT, h TEXT, vec BLOB, PRIMARY KEY (fp, h))")
 
     def get(self, fingerprint: str, hashes: Sequence[str], dim: int) -> dict[str, np.ndarray]:
@@ -182,36 +191,6 @@ class EmbeddingCache:
         self.db.close()
 
 
-class LRUCache:
-    """A bounded mapping, safe across threads, that forgets the least recently used entry first."""
-
-    def __init__(self, maxsize: int):
-        self.maxsize = maxsize
-        self._data: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key, default=None):
-        with self._lock:
-            if key not in self._data:
-                return default
-            self._data.move_to_end(key)
-            return self._data[key]
-
-    def put(self, key, value) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
 # ---------------------------------------------------------------- the loaded index
 
 
@@ -233,50 +212,51 @@ class Index:
         self._sentence_vectors = LRUCache(SENTENCE_CACHE)
         self._sentence_spans = LRUCache(SPAN_CACHE)
         self._derived = LRUCache(DERIVED_CACHE)
-        self._doc_chunks: dict[str, list[int]] | None = None
         self._load_tables()
         self._load_vectors()
         self._load_bm25()
 
-    # -- loading
+    # -- loading: nothing here reads all documents or chunks (rag.tables reads them on demand)
+    def _broken(self, part: str) -> IndexCorruptError:
+        return IndexCorruptError(f"Index unter {self.root} ist beschädigt ({part}). Bitte `rag build` ausführen.")
+
     def _load_tables(self) -> None:
-        db = sqlite3.connect(f"file:{self.version_dir / 'chunks.sqlite'}?mode=ro", uri=True)
+        counts = self.manifest["counts"]
         try:
-            self.documents: dict[str, Document] = {}
-            for row in db.execute("SELECT id, text, title, date, source, url, content_hash FROM documents ORDER BY rowid"):
-                doc = Document(id=row[0], text=row[1], title=row[2], date=row[3], source=row[4], url=row[5], content_hash=row[6])
-                self.documents[doc.id] = doc
-            self.chunks: dict[int, Chunk] = {}
-            for cid, doc_id, start, end in db.execute('SELECT id, doc_id, start, "end" FROM chunks ORDER BY id'):
-                text = self.documents[doc_id].text[start:end]
-                self.chunks[cid] = Chunk(doc_id=doc_id, start=start, end=end, text=text)
-        except (sqlite3.DatabaseError, KeyError) as e:
-            raise IndexCorruptError(f"Index unter {self.root} ist beschädigt (Tabelle: {e}). Bitte `rag build` ausführen.") from e
-        finally:
-            db.close()
-        self.chunk_ids = np.array(sorted(self.chunks), dtype=np.int64)
+            self._store = ChunkStore(self.version_dir / "chunks.sqlite", counts["documents"], counts["chunks"])
+            self._store.rows('SELECT id, doc_id, start, "end" FROM chunks LIMIT 1')
+            self._store.rows("SELECT id, text, content_hash FROM documents LIMIT 1")
+        except sqlite3.DatabaseError as e:
+            raise self._broken(f"Tabelle: {e}") from e
+        self.documents: DocumentTable = self._store.documents
+        self.chunks: ChunkTable = self._store.chunks
 
     def _load_vectors(self) -> None:
-        import faiss
-
         try:
-            self.faiss = faiss.read_index(str(self.version_dir / "faiss.index"))
+            self.vector_index = VectorIndex.read(self.version_dir / "faiss.index", self.manifest["vector_index"])
         except RuntimeError as e:
-            raise IndexCorruptError(f"Index unter {self.root} ist beschädigt (FAISS). Bitte `rag build` ausführen.") from e
-        if self.faiss.ntotal != len(self.chunks) or self.faiss.d != self.manifest["model"]["dim"]:
-            raise IndexCorruptError(f"Index unter {self.root} ist beschädigt (Vektoranzahl). Bitte `rag build` ausführen.")
+            raise self._broken("FAISS") from e
+        if self.vector_index.ntotal != len(self.chunks) or self.vector_index.dim != self.manifest["model"]["dim"]:
+            raise self._broken("Vektoranzahl")
+
+    @property
+    def faiss(self):
+        """The FAISS index itself (rag.vectors.VectorIndex holds it with its manifest parameters)."""
+        return self.vector_index.faiss
 
     def _load_bm25(self) -> None:
         import bm25s
 
         bm25_dir = self.version_dir / "bm25"
-        self.bm25_ids = np.load(bm25_dir / "chunk_ids.npy") if (bm25_dir / "chunk_ids.npy").exists() else np.zeros(0, np.int64)
+        ids_file = bm25_dir / "chunk_ids.npy"
+        self.bm25_ids = np.load(ids_file, mmap_mode="r") if ids_file.exists() else np.zeros(0, np.int64)
         self.bm25 = None
         if len(self.bm25_ids):
             try:
-                self.bm25 = bm25s.BM25.load(str(bm25_dir), show_progress=False)
+                # Memory-mapped: the score matrix stays on disk until a question's words touch it.
+                self.bm25 = bm25s.BM25.load(str(bm25_dir), mmap=True, show_progress=False)
             except Exception as e:  # bm25s raises assorted errors on damaged files
-                raise IndexCorruptError(f"Index unter {self.root} ist beschädigt (BM25). Bitte `rag build` ausführen.") from e
+                raise self._broken("BM25") from e
 
     def with_config(self, config: Config) -> "Index":
         """The same loaded version answering with other answer settings (reader, scorer, weights);
@@ -330,14 +310,7 @@ class Index:
 
     def chunks_of(self, doc_id: str) -> list[int]:
         """The chunk ids of a document, in text order."""
-        if self._doc_chunks is None:
-            by_doc: dict[str, list[int]] = {}
-            for cid, ch in self.chunks.items():
-                by_doc.setdefault(ch.doc_id, []).append(cid)
-            for ids in by_doc.values():
-                ids.sort(key=lambda c: self.chunks[c].start)
-            self._doc_chunks = by_doc
-        return self._doc_chunks.get(doc_id, [])
+        return self._store.chunks_of(doc_id)
 
     def recall(self, key):
         """What `remember` kept under `key` for this version (None: nothing, or forgotten)."""
@@ -369,8 +342,7 @@ class Index:
     def dense_search(self, query: str, n: int) -> list[tuple[int, float]]:
         if not len(self.chunks):
             return []
-        vec = self.query_vector(query)[None, :]
-        scores, ids = self.faiss.search(vec, min(n, len(self.chunks)))
+        scores, ids = self.vector_index.search(self.query_vector(query)[None, :], min(n, len(self.chunks)))
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
 
     def bm25_search(self, query: str, n: int) -> list[tuple[int, float]]:
@@ -388,22 +360,26 @@ class Index:
         return [(int(self.bm25_ids[r]), float(s)) for r, s in zip(results[0], scores[0]) if s > 0]
 
     def vectors(self, chunk_ids: Sequence[int]) -> np.ndarray:
-        return self.faiss.reconstruct_batch(np.asarray(chunk_ids, dtype=np.int64))
+        return self.vector_index.vectors(chunk_ids)
 
     # -- new versions
     def upsert(self, documents: Iterable[Document], progress: Progress | None = None) -> "Index":
         """Add or replace documents; returns the new index version (this object stays valid)."""
-        docs = dict(self.documents)
-        for d in documents:
-            docs[d.id] = d
+        given = {d.id: d for d in documents}
+
+        def merged():
+            for doc in self.documents.stream():
+                yield given.pop(doc.id, doc)
+            yield from given.values()
+
         with build_lock(self.root):  # serialised with builds like any other writer
-            return _write_version(self.root, list(docs.values()), self.config, self._embedder, CorpusLoad([], [], [], []), progress)
+            return _write_version(self.root, merged(), self.config, self._embedder, None, progress)
 
     def delete(self, doc_ids: Iterable[str]) -> "Index":
         gone = set(doc_ids)
-        docs = [d for i, d in self.documents.items() if i not in gone]
+        docs = (d for d in self.documents.stream() if d.id not in gone)
         with build_lock(self.root):
-            return _write_version(self.root, docs, self.config, self._embedder, CorpusLoad([], [], [], []), None)
+            return _write_version(self.root, docs, self.config, self._embedder, None, None)
 
     def __len__(self) -> int:
         return len(self.documents)
@@ -421,17 +397,18 @@ def manifest_checksum(manifest: dict) -> str:
 def _manifest_ok(m: dict) -> bool:
     """The fields loading and incremental builds rely on, with the right types."""
     try:
-        model, cfg, files, docs = m["model"], m["config"], m["files"], m["documents"]
+        model, cfg, files, counts, vec = m["model"], m["config"], m["files"], m["counts"], m["vector_index"]
         return (
             isinstance(model["name"], str) and isinstance(model["fingerprint"], str)
             and type(model["dim"]) is int and model["dim"] > 0
             and all(isinstance(cfg[k], str) for k in ("model", "query_prompt", "passage_prompt"))
             and all(type(cfg[k]) is int for k in ("chunk_size", "chunk_overlap"))
             and type(m["next_chunk_id"]) is int
+            and all(type(counts[k]) is int and counts[k] >= 0 for k in ("documents", "chunks"))
             and isinstance(files, dict) and bool(files)
             and all(type(f["size"]) is int and isinstance(f["sha256"], str) for f in files.values())
-            and isinstance(docs, dict)
-            and all(isinstance(d["hash"], str) and all(type(c) is int for c in d["chunk_ids"]) for d in docs.values())
+            and vec["type"] in (FLAT, IVF)
+            and (vec["type"] == FLAT or all(type(vec[k]) is int and vec[k] > 0 for k in ("nlist", "nprobe")))
         )
     except (KeyError, TypeError, AttributeError):
         return False
@@ -460,11 +437,38 @@ def _read_manifest(root: Path, version_dir: Path) -> dict:
     return manifest
 
 
+def _sample_sha256(path: Path, size: int) -> str:
+    """SHA-256 over SAMPLE_BLOCKS blocks spread evenly over a file (and its last block): catches
+    truncation, swapped files and damaged regions of large files without reading gigabytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for i in range(SAMPLE_BLOCKS + 1):
+            f.seek(min(size - 1, i * size // SAMPLE_BLOCKS) if size else 0)
+            h.update(f.read(SAMPLE_BLOCK))
+    return h.hexdigest()
+
+
+def file_record(path: Path) -> dict:
+    """A version file's manifest entry: size and SHA-256, and for large files a sampled SHA-256
+    that opening the index checks instead of reading the whole file."""
+    size = path.stat().st_size
+    record = {"size": size, "sha256": _sha256_file(path)}
+    if size > VERIFY_FULL_BYTES:
+        record["sample_sha256"] = _sample_sha256(path, size)
+    return record
+
+
 def _verify_files(root: Path, version_dir: Path, manifest: dict) -> None:
     for rel, meta in manifest.get("files", {}).items():
         p = version_dir / rel
         try:
-            ok = p.is_file() and p.stat().st_size == meta["size"] and _sha256_file(p) == meta["sha256"]
+            size = p.stat().st_size if p.is_file() else -1
+            if size != meta["size"]:
+                ok = False
+            elif size > VERIFY_FULL_BYTES and isinstance(meta.get("sample_sha256"), str):
+                ok = _sample_sha256(p, size) == meta["sample_sha256"]
+            else:
+                ok = _sha256_file(p) == meta["sha256"]
         except OSError:
             ok = False
         if not ok:
@@ -527,18 +531,23 @@ def build_index(
     embedder=None,
     progress: Progress | None = None,
     lock_timeout: float | None = None,
+    ray_address: str | None = None,
 ) -> Index:
-    """Bring the index at `path` up to date with the corpus folder; returns the loaded index.
+    """Bring the index at `path` up to date with the corpus (a folder, or one JSONL or CSV file of
+    any size, read as a stream); returns the loaded index.
 
-    Only new and changed articles are embedded. The summary is at `index.last_build`.
+    Only new and changed articles are embedded: on this machine, or with `ray_address` ("local",
+    "auto" or "host:port", as `ray.init` takes it) by workers of a Ray cluster. The summary is at
+    `index.last_build`.
     """
     root = Path(path)
     config = config or Config()
     started = time.perf_counter()
     with build_lock(root, lock_timeout):
         _clean_stale(root)
-        load = load_corpus(corpus)
-        index = _write_version(root, load.documents, config, embedder, load, progress)
+        load = CorpusLoad()
+        documents = iter_corpus(corpus, load)
+        index = _write_version(root, documents, config, embedder, load, progress, ray_address or config.ray_address)
     index.last_build.seconds = time.perf_counter() - started
     return index
 
@@ -565,15 +574,18 @@ def index_settings(config: Config) -> dict:
 
 def _write_version(
     root: Path,
-    documents: list[Document],
+    documents: Iterable[Document],
     config: Config,
     embedder,
-    load: CorpusLoad,
+    load: CorpusLoad | None,
     progress: Progress | None,
+    ray_address: str | None = None,
 ) -> Index:
+    """Write a new version from `documents` (consumed once, as a stream: their text goes straight
+    into the new chunk table) and switch to it; unchanged articles keep their chunks and vectors."""
     started = time.perf_counter()
     report = progress or (lambda frac, msg: None)
-    summary = BuildSummary(duplicates=len(load.duplicates), skipped=len(load.skipped), warnings=list(load.warnings))
+    summary = BuildSummary()
     fingerprint = _fingerprint(config, embedder)
 
     prev, reason = _try_load(root, config, embedder)
@@ -586,73 +598,120 @@ def _write_version(
     summary.full_rebuild = prev is None and reason != "neuer Index"
     summary.reason = reason
 
-    old_docs = prev.documents if prev else {}
-    new_docs = {d.id: d for d in documents}
-    kept = [i for i, d in new_docs.items() if i in old_docs and old_docs[i].content_hash == d.content_hash]
-    summary.unchanged = len(kept)
-    summary.new = sum(1 for i in new_docs if i not in old_docs)
-    summary.changed = sum(1 for i in new_docs if i in old_docs and i not in kept)
-    summary.removed = sum(1 for i in old_docs if i not in new_docs)
-    summary.articles = len(new_docs)
+    tmp = root / f".tmp-{uuid.uuid4().hex}"
+    tmp.mkdir(parents=True)
+    try:
+        # Chunk ids: unchanged articles keep theirs, everything else gets fresh ones.
+        next_id = prev.manifest["next_chunk_id"] if prev else 0
+        tables = TableWriter(tmp / "chunks.sqlite")
+        kept: list[int] = []  # chunk ids whose vectors stay in the vector index
+        new_chunks: dict[int, Chunk] = {}
+        bm25_ids: list[int] = []
+        bm25_texts: list[str] = []
+        seen: set[str] = set()
+        report(0.02, "Artikel zerlegen")
+        for doc in documents:
+            if doc.id in seen:  # a stream may repeat an id; the corpus loader already renamed its own
+                summary.skipped += 1
+                continue
+            seen.add(doc.id)
+            old_hash = prev.documents.content_hash(doc.id) if prev else None
+            if old_hash == doc.content_hash:
+                spans = prev.chunks.spans(prev.chunks_of(doc.id))
+                rows = [(cid, spans[cid][1], spans[cid][2]) for cid in sorted(spans, key=lambda c: spans[c][1])]
+                kept.extend(r[0] for r in rows)
+                summary.unchanged += 1
+            else:
+                rows = []
+                for ch in chunk_document(doc, config.chunk_size, config.chunk_overlap):
+                    new_chunks[next_id] = ch
+                    rows.append((next_id, ch.start, ch.end))
+                    next_id += 1
+                if old_hash is None:
+                    summary.new += 1
+                else:
+                    summary.changed += 1
+            tables.add(doc, rows)
+            for cid, start, end in rows:
+                bm25_ids.append(cid)
+                bm25_texts.append(doc.text[start:end])
+        tables.close()
+        if load is not None:
+            summary.duplicates += len(load.duplicates)
+            summary.skipped += len(load.skipped)
+            summary.warnings = list(load.warnings)
+        summary.articles = len(seen)
+        summary.removed = len(prev.documents) - summary.unchanged - summary.changed if prev else 0
 
-    if prev is not None and not summary.new and not summary.changed and not summary.removed:
-        summary.chunks = len(prev.chunks)
-        summary.seconds = time.perf_counter() - started
-        prev.last_build = summary  # prev was loaded for this build alone: no one else holds it yet
-        report(1.0, "Keine Änderung")
-        return prev
+        if prev is not None and not summary.new and not summary.changed and not summary.removed:
+            summary.chunks = len(prev.chunks)
+            summary.seconds = time.perf_counter() - started
+            prev.last_build = summary  # prev was loaded for this build alone: no one else holds it yet
+            report(1.0, "Keine Änderung")
+            return prev
 
-    # Chunk ids: unchanged articles keep theirs, everything else gets fresh ones.
-    next_id = prev.manifest["next_chunk_id"] if prev else 0
-    doc_chunk_ids: dict[str, list[int]] = {}
-    chunks: dict[int, Chunk] = {}
-    vectors: dict[int, np.ndarray] = {}
-    for doc_id in kept:
-        ids = prev.manifest["documents"][doc_id]["chunk_ids"]
-        doc_chunk_ids[doc_id] = ids
-        for cid in ids:
-            chunks[cid] = prev.chunks[cid]
-    if kept:
-        kept_ids = [cid for d in kept for cid in doc_chunk_ids[d]]
-        for cid, vec in zip(kept_ids, prev.vectors(kept_ids)):
-            vectors[cid] = vec
-    report(0.05, "Artikel zerlegen")
-    for doc_id, doc in new_docs.items():
-        if doc_id in doc_chunk_ids:
-            continue
-        ids = []
-        for ch in chunk_document(doc, config.chunk_size, config.chunk_overlap):
-            chunks[next_id] = ch
-            ids.append(next_id)
-            next_id += 1
-        doc_chunk_ids[doc_id] = ids
+        vectors: dict[int, np.ndarray] = {}
+        embedder = _embed_missing(root, new_chunks, vectors, config, embedder, fingerprint, summary, report, ray_address)
+        if vectors:
+            dim = len(next(iter(vectors.values())))
+        elif prev is not None:
+            dim = prev.manifest["model"]["dim"]
+        else:  # an empty corpus: the dimension still has to come from the model
+            if embedder is None:
+                from .embedding import load_embedder
 
-    embedder = _embed_missing(root, chunks, vectors, config, embedder, fingerprint, summary, report)
-    if vectors:
-        dim = len(next(iter(vectors.values())))
-    elif prev is not None:
-        dim = prev.manifest["model"]["dim"]
-    else:  # an empty corpus: the dimension still has to come from the model
-        if embedder is None:
-            from .embedding import load_embedder
+                embedder = load_embedder(config)
+            dim = embedder.dim
 
-            embedder = load_embedder(config)
-        dim = embedder.dim
-
-    report(0.92, "Index schreiben")
-    version_dir = _write_files(root, list(new_docs.values()), chunks, vectors, doc_chunk_ids, config, fingerprint, dim, next_id)
+        report(0.92, "Index schreiben")
+        new_ids = np.fromiter(new_chunks, dtype=np.int64, count=len(new_chunks))
+        new_vecs = np.stack([vectors[int(c)] for c in new_ids]) if len(new_ids) else np.zeros((0, dim), np.float32)
+        vector_index = _update_vectors(prev, kept, new_ids, new_vecs, dim, config)
+        vector_index.write(tmp / "faiss.index")
+        del new_vecs, vectors, new_chunks
+        _write_bm25(tmp / "bm25", np.asarray(bm25_ids, dtype=np.int64), bm25_texts)
+        del bm25_texts
+        _write_manifest(tmp, config, fingerprint, dim, next_id, tables, vector_index)
+        _fsync_tree(tmp)
+        version_dir = root / f"v-{time.time_ns()}-{uuid.uuid4().hex[:6]}"
+        os.rename(tmp, version_dir)
+        _fsync_dir(root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when it became the version
     _switch_current(root, version_dir)
     _clean_old_versions(root)
 
     manifest = _read_manifest(root, version_dir)
-    summary.chunks = len(chunks)
+    summary.chunks = tables.chunks
     summary.wrote = True
     summary.seconds = time.perf_counter() - started
     report(1.0, "Fertig")
     return Index(root, version_dir, manifest, config, embedder, last_build=summary)
 
 
-def _embed_missing(root, chunks, vectors, config, embedder, fingerprint, summary, report) -> None:
+def _update_vectors(
+    prev: Index | None, kept: list[int], new_ids: np.ndarray, new_vecs: np.ndarray, dim: int, config: Config
+) -> VectorIndex:
+    """The new version's vector index. With a previous version: its index minus the chunks that
+    are gone, plus the new ones (an IVF index keeps its trained cells); rebuilt only when an exact
+    index grows past `config.ann_threshold`."""
+    if prev is None:
+        return VectorIndex.build(new_ids, new_vecs, dim, config)
+    total = len(kept) + len(new_ids)
+    if prev.vector_index.params["type"] == FLAT and total >= config.ann_threshold:
+        ids = np.concatenate([np.asarray(kept, dtype=np.int64), new_ids])
+        vecs = np.concatenate([prev.vectors(kept), new_vecs]) if kept else new_vecs
+        return VectorIndex.build(ids, vecs, dim, config)
+    index = VectorIndex.read(prev.version_dir / "faiss.index", prev.vector_index.params, writable=True)
+    keep = set(kept)
+    index.remove([cid for cid in prev.chunks if cid not in keep])
+    index.add(new_ids, new_vecs)
+    if index.params["type"] == IVF:
+        index.set_nprobe(config.ann_nprobe)
+    return index
+
+
+def _embed_missing(root, chunks, vectors, config, embedder, fingerprint, summary, report, ray_address=None):
     """Fill `vectors` for chunks that lack one: from the cache, else from the model. Returns the embedder."""
     todo = [cid for cid in chunks if cid not in vectors]
     if not todo:
@@ -688,13 +747,19 @@ def _embed_missing(root, chunks, vectors, config, embedder, fingerprint, summary
             lengths = getattr(embedder, "passage_lengths", None)
             sizes = dict(zip(unique, lengths([text_of[h] for h in unique]) if lengths else (len(text_of[h]) for h in unique)))
             unique.sort(key=lambda h: -sizes[h])
+            batches = [unique[i : i + EMBED_BATCH] for i in range(0, len(unique), EMBED_BATCH)]
+            texts = [[text_of[h] for h in part] for part in batches]
+            if ray_address:
+                from .distributed import embed_batches
+
+                results = embed_batches(texts, config, fingerprint, ray_address)
+            else:
+                results = ((i, embedder.embed_passages(part)) for i, part in enumerate(texts))
             done: dict[str, np.ndarray] = {}
-            for i in range(0, len(unique), EMBED_BATCH):
-                part = unique[i : i + EMBED_BATCH]
-                vecs = embedder.embed_passages([text_of[h] for h in part])
-                cache.put(fingerprint, part, vecs)
-                done.update(zip(part, vecs))
-                report(0.1 + 0.8 * min(1.0, (i + len(part)) / len(unique)), f"Einbetten {i + len(part)}/{len(unique)}")
+            for i, vecs in results:
+                cache.put(fingerprint, batches[i], vecs)
+                done.update(zip(batches[i], vecs))
+                report(0.1 + 0.8 * min(1.0, len(done) / len(unique)), f"Einbetten {len(done)}/{len(unique)}")
             for cid in misses:
                 vectors[cid] = done[hashes[cid]]
             summary.embedded = len(misses)
@@ -703,65 +768,34 @@ def _embed_missing(root, chunks, vectors, config, embedder, fingerprint, summary
     return embedder
 
 
-def _write_files(root, documents, chunks, vectors, doc_chunk_ids, config, fingerprint, dim, next_id) -> Path:
-    import faiss
-
-    tmp = root / f".tmp-{uuid.uuid4().hex}"
-    tmp.mkdir(parents=True)
-    ids = np.array(sorted(chunks), dtype=np.int64)
-
-    db = sqlite3.connect(tmp / "chunks.sqlite")
-    with db:
-        db.execute(
-            "CREATE TABLE documents (id TEXT PRIMARY KEY, text TEXT, title TEXT, date TEXT, source TEXT, url TEXT, content_hash TEXT)"
-        )
-        db.execute('CREATE TABLE chunks (id INTEGER PRIMARY KEY, doc_id TEXT, start INTEGER, "end" INTEGER)')
-        db.executemany(
-            "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(d.id, d.text, d.title, d.date, d.source, d.url, d.content_hash) for d in documents],
-        )
-        db.executemany("INSERT INTO chunks VALUES (?, ?, ?, ?)", [(int(c), chunks[c].doc_id, chunks[c].start, chunks[c].end) for c in ids])
-    db.close()
-
-    index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-    if len(ids):
-        index.add_with_ids(np.stack([vectors[int(c)] for c in ids]).astype(np.float32), ids)
-    faiss.write_index(index, str(tmp / "faiss.index"))
-
-    bm25_dir = tmp / "bm25"
-    bm25_dir.mkdir()
-    np.save(bm25_dir / "chunk_ids.npy", ids)
+def _write_bm25(folder: Path, ids: np.ndarray, texts: list[str]) -> None:
+    """bm25s over the chunk texts; row i of its matrix is chunk ids[i]."""
+    folder.mkdir()
+    np.save(folder / "chunk_ids.npy", ids)
     if len(ids):
         import bm25s
 
         retriever = bm25s.BM25()
-        retriever.index(bm25_tokenize([chunks[int(c)].text for c in ids]), show_progress=False)
-        retriever.save(str(bm25_dir), show_progress=False)
+        retriever.index(bm25_tokenize(texts), show_progress=False)
+        retriever.save(str(folder), show_progress=False)
 
-    files = {
-        str(p.relative_to(tmp)): {"size": p.stat().st_size, "sha256": _sha256_file(p)}
-        for p in sorted(tmp.rglob("*"))
-        if p.is_file()
-    }
+
+def _write_manifest(
+    tmp: Path, config: Config, fingerprint: str, dim: int, next_id: int, tables: TableWriter, vector_index: VectorIndex
+) -> None:
+    files = {str(p.relative_to(tmp)): file_record(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     manifest = {
         "format_version": FORMAT_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": {"name": config.model, "fingerprint": fingerprint, "dim": dim},
         "config": index_settings(config),
-        "counts": {"documents": len(documents), "chunks": len(ids)},
+        "counts": {"documents": tables.documents, "chunks": tables.chunks},
         "next_chunk_id": next_id,
-        "documents": {
-            d.id: {"hash": d.content_hash, "source": d.source, "chunk_ids": doc_chunk_ids[d.id]} for d in documents
-        },
+        "vector_index": vector_index.params,
         "files": files,
     }
     manifest["checksum"] = manifest_checksum(manifest)
     (tmp / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
-    _fsync_tree(tmp)
-    final = root / f"v-{time.time_ns()}-{uuid.uuid4().hex[:6]}"
-    os.rename(tmp, final)
-    _fsync_dir(root)
-    return final
 
 
 def _switch_current(root: Path, version_dir: Path) -> None:

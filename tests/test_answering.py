@@ -367,7 +367,7 @@ def test_subtractive_diversity_keeps_a_much_better_second_quote_of_one_article()
 def test_overlapping_chunks_of_one_article_are_merged(fake_seed_index):
     idx = fake_seed_index
     doc_id = next(iter(idx.documents))
-    ids = idx.manifest["documents"][doc_id]["chunk_ids"][:2]
+    ids = idx.chunks_of(doc_id)[:2]
     merged = merge_spans(idx, [(ids[0], 0.9), (ids[1], 0.8)])
     assert len(merged) == 1
     p = merged[0]

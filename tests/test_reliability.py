@@ -284,7 +284,7 @@ def _child_main(conn, index: str, stop_at: int, hold_lock: bool) -> None:
             return fn(*a, **k)
         return wrapper
 
-    real_write = store._write_files
+    real_write = store._write_manifest
 
     def write_files(*a, **k):
         nonlocal writing
@@ -310,7 +310,7 @@ def _child_main(conn, index: str, stop_at: int, hold_lock: bool) -> None:
     os.rename = step(os.rename, "rename")
     os.replace = step(os.replace, "replace")
     shutil.rmtree = step(shutil.rmtree, "rmtree")
-    store._write_files = write_files
+    store._write_manifest = write_files
     store.build_lock = lock
     conn.send(("ready", None))
     corpus = conn.recv()
@@ -537,7 +537,7 @@ DAMAGE = {
         lambda root, v: _sub_bytes(v / "manifest.json", rb'"next_chunk_id": \d+', rb'"next_chunk_id": 1'), "manifest"),
     "manifest_not_object": (lambda root, v: (v / "manifest.json").write_text("[1, 2]"), "manifest"),
     "other_model": (lambda root, v: _edit_manifest(v, lambda m: m["model"].update(fingerprint="andere@1")), "Modell"),
-    "other_format": (lambda root, v: _edit_manifest(v, lambda m: m.update(format_version=2)), "Format"),
+    "other_format": (lambda root, v: _edit_manifest(v, lambda m: m.update(format_version=999)), "Format"),
     "current_missing_folder": (lambda root, v: (root / "CURRENT").write_text("v-1-gone"), "manifest"),
     "current_garbage_bytes": (lambda root, v: (root / "CURRENT").write_bytes(b"\xff\xfe\x00\x9c" * 100), "CURRENT"),
     "current_overlong": (lambda root, v: (root / "CURRENT").write_text("v-" + "a" * 5000), "CURRENT"),

@@ -169,8 +169,7 @@ class UIService(RagService):
 
     def chunk_counts(self, idx=None) -> dict[str, int]:
         idx = idx or self.index
-        docs = idx.manifest.get("documents", {})
-        return {d: len(meta.get("chunk_ids", [])) for d, meta in docs.items()}
+        return idx.documents.chunk_counts()
 
 
 def _check_k(k) -> int:

@@ -100,16 +100,15 @@ class NeuralReader:
     """The trained span reader. Thread-safe; one instance per process is enough."""
 
     def __init__(self, weights_dir: Path, backend: str = "torch"):
-        from tokenizers import Tokenizer
-
         from ..e5model import cache_dir, ensure_e5_model_dir
+        from ..onnx_backend import shared_tokenizer
 
         self.weights_dir = Path(weights_dir)
         self.manifest = _manifest(self.weights_dir)
         s = self.manifest["settings"]
         self.max_len, self.max_question, self.max_answer = s["max_len"], s["max_question"], s["max_answer_tokens"]
         model_dir = ensure_e5_model_dir()
-        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.tokenizer = shared_tokenizer(str(model_dir / "tokenizer.json"))  # the embedder's, loaded once
         self.backend = backend
         self._lock = threading.Lock()
         if backend == "torch":

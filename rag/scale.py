@@ -1,0 +1,273 @@
+"""`rag bench --scale N`: an index of N chunks built, opened and searched as a big archive would be.
+
+The corpus is real 10kGNAD text: each synthetic article strings together runs of consecutive
+sentences from random real articles (≈ 3,000 characters, so ≈ 6 chunks), written to one JSONL file
+and built through the normal streaming build (chunk table, BM25, vector index, manifest, swap).
+
+Embedding a million chunks with the real encoder would take most of a day here, so only a sample
+(`sample`, default 2,000 chunk texts) is embedded by it. The other vectors come from a cheap
+stand-in that keeps the real distribution: a Gaussian mixture fitted to the sample (k-means cells of
+the real vectors, each with the per-dimension spread of its members around the centroid), drawn per
+chunk and L2-normalised like the encoder's output. The cluster structure is what makes approximate
+search easy or hard, so recall measured on it is representative; the questions are real questions
+embedded by the real encoder.
+
+Reported (JSON): chunks, index_type, build_s, load_s (opening the index in a fresh process),
+rss_mb (that process's peak after all the questions), disk_mb (the version folder), query_p50_ms /
+query_p95_ms (`retrieve`, hybrid, question embedding included, warm), embed_p50_ms (the question's
+embedding alone, same run), recall_at_10 (the index's top 10 against exact search over the same
+vectors, for the same questions).
+"""
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .config import Config
+from .evaluation import EVAL_DIR, percentile
+
+ARTICLE_CHARS = 3_000
+RUN_SENTENCES = (4, 10)  # consecutive real sentences per run
+
+SERVE = """
+import json, resource, statistics, sys, time
+t0 = time.perf_counter()
+import rag
+from rag.retrieval import retrieve
+t1 = time.perf_counter()
+idx = rag.load_index(sys.argv[1])
+t2 = time.perf_counter()
+questions = json.loads(open(sys.argv[2], encoding="utf-8").read())
+retrieve(idx, questions[0], k=10)  # warm-up: the model and the lazily opened parts
+embed, query = [], []
+for q in questions[1:]:
+    t = time.perf_counter(); idx.embedder.embed_queries([q]); embed.append(time.perf_counter() - t)
+    idx.clear_caches(["queries"])
+    t = time.perf_counter(); retrieve(idx, q, k=10); query.append(time.perf_counter() - t)
+print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "embed": embed, "query": query,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def real_sentences(csv_path: Path, limit: int | None = None) -> list[list[str]]:
+    """The sentences of each real article, in order."""
+    from .evaluation import load_distractors
+    from .text import split_sentences
+
+    out = []
+    for doc in load_distractors(csv_path, limit):
+        spans = split_sentences(doc.text)
+        if len(spans) >= 3:
+            out.append([doc.text[s:e] for s, e in spans])
+    return out
+
+
+def synthetic_articles(articles: list[list[str]], seed: int = 0):
+    """Endless unique articles of real sentences: runs of consecutive sentences from random articles."""
+    rng = random.Random(seed)
+    i = 0
+    while True:
+        parts, size = [], 0
+        while size < ARTICLE_CHARS:
+            sents = rng.choice(articles)
+            start = rng.randrange(len(sents))
+            run = sents[start : start + rng.randint(*RUN_SENTENCES)]
+            parts.append(" ".join(run))
+            size += sum(len(s) + 1 for s in run)
+        yield {"id": f"scale-{i}", "text": "\n\n".join(parts), "date": f"20{10 + i % 15:02d}-{1 + i % 12:02d}-{1 + i % 28:02d}"}
+        i += 1
+
+
+class StandInEmbedder:
+    """The real encoder for the first `sample` passages it is asked for, then draws from a
+    Gaussian mixture fitted to their vectors (see the module docstring). Its fingerprint is the
+    real encoder's, so the index opens and answers like any other; queries use the real encoder."""
+
+    def __init__(self, real, sample: int, seed: int = 0, cells: int = 64):
+        self.real = real
+        self.fingerprint = real.fingerprint
+        self.dim = real.dim
+        self.sample = sample
+        self.cells = cells
+        self.rng = np.random.default_rng(seed)
+        self.seen: list[np.ndarray] = []
+        self.mixture = None
+        self.real_count = 0
+
+    def embed_queries(self, texts, progress=None):
+        return self.real.embed_queries(texts, progress)
+
+    def embed_passages(self, texts: Sequence[str], progress=None, isolated: bool = False) -> np.ndarray:
+        texts = list(texts)
+        take = max(0, min(len(texts), self.sample - self.real_count))
+        parts = []
+        if take:
+            vecs = self.real.embed_passages(texts[:take], progress, isolated)
+            self.seen.append(vecs)
+            self.real_count += take
+            parts.append(vecs)
+        if len(texts) > take:
+            parts.append(self.draw(len(texts) - take))
+        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+
+    def draw(self, n: int) -> np.ndarray:
+        if self.mixture is None:
+            self.mixture = fit_mixture(np.concatenate(self.seen), self.cells)
+        centroids, spread, weights = self.mixture
+        cell = self.rng.choice(len(centroids), size=n, p=weights)
+        out = centroids[cell] + self.rng.standard_normal((n, self.dim), dtype=np.float32) * spread[cell]
+        return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+
+def fit_mixture(vectors: np.ndarray, cells: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """k-means cells of real vectors → (centroids, per-dimension spread per cell, cell weights)."""
+    import faiss
+
+    cells = max(1, min(cells, len(vectors) // 20))
+    km = faiss.Kmeans(vectors.shape[1], cells, niter=20, seed=seed, spherical=False)
+    km.train(np.ascontiguousarray(vectors, dtype=np.float32))
+    _, assign = km.index.search(vectors, 1)
+    assign = assign[:, 0]
+    centroids = km.centroids.astype(np.float32)
+    spread = np.zeros_like(centroids)
+    weights = np.zeros(cells)
+    for c in range(cells):
+        members = vectors[assign == c]
+        weights[c] = len(members)
+        if len(members) > 1:
+            spread[c] = (members - centroids[c]).std(axis=0)
+    return centroids, spread.astype(np.float32), weights / weights.sum()
+
+
+def real_questions(n: int, seed: int = 0) -> list[str]:
+    """Real German questions (news-qa and XQuAD-de, shipped in eval/)."""
+    qs = []
+    news = EVAL_DIR / "news-qa.jsonl"
+    if news.exists():
+        qs += [json.loads(line)["question"] for line in news.read_text(encoding="utf-8").splitlines() if line.strip()]
+    xquad = EVAL_DIR / "xquad-de-dev.json"
+    if xquad.exists():
+        data = json.loads(xquad.read_text(encoding="utf-8"))
+        qs += [qa["question"] for a in data["data"] for p in a["paragraphs"] for qa in p["qas"]]
+    random.Random(seed).shuffle(qs)
+    return qs[:n] or ["Wie lange dauerte der Gipfel?"]
+
+
+def exact_recall(index, queries: np.ndarray, k: int = 10) -> float:
+    """Mean share of the exact top k (inner product over the index's own vectors) that the
+    index's search returns. For an exact index this is 1 by construction."""
+    import faiss
+
+    from .vectors import FLAT
+
+    found_ids = index.vector_index.search(queries, k)[1]
+    if index.vector_index.params["type"] == FLAT:
+        exact_ids = found_ids
+    else:
+        ivf = index.faiss
+        invlists = ivf.invlists
+        flat = faiss.IndexIDMap2(faiss.IndexFlatIP(ivf.d))
+        for cell in range(ivf.nlist):
+            size = invlists.list_size(cell)
+            if not size:
+                continue
+            ids = faiss.rev_swig_ptr(invlists.get_ids(cell), size).copy()
+            codes = faiss.rev_swig_ptr(invlists.get_codes(cell), size * ivf.code_size).copy()
+            flat.add_with_ids(codes.view(np.float32).reshape(size, ivf.d), ids)
+        exact_ids = flat.search(queries, k)[1]
+    hits = [len(set(a[a >= 0]) & set(b[b >= 0])) / k for a, b in zip(found_ids, exact_ids)]
+    return float(np.mean(hits))
+
+
+def _dir_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+def run_scale(
+    n_chunks: int,
+    csv_path: Path | None = None,
+    sample: int = 2_000,
+    questions: int = 200,
+    config: Config | None = None,
+    workdir: Path | None = None,
+    echo: Callable[[str], None] = lambda s: None,
+) -> dict:
+    """Build an index of ≈ n_chunks chunks in a temporary folder and measure it (module docstring)."""
+    from .chunking import chunk_document
+    from .corpus import Document
+    from .embedding import load_embedder
+    from .store import build_index, load_index
+
+    config = config or Config()
+    csv_path = Path(csv_path or EVAL_DIR / "data" / "10kGNAD-test.csv")
+    work = Path(tempfile.mkdtemp(prefix="rag-scale-", dir=workdir))
+    try:
+        echo("Sätze lesen …")
+        articles = real_sentences(csv_path)
+        gen = synthetic_articles(articles)
+        probe = [next(gen) for _ in range(50)]
+        per_article = statistics.mean(
+            len(chunk_document(Document(id=a["id"], text=a["text"], title="", date=None, source=""), config.chunk_size, config.chunk_overlap))
+            for a in probe
+        )
+        n_articles = max(1, round(n_chunks / per_article))
+        echo(f"{n_articles} Artikel (≈ {per_article:.1f} Abschnitte je Artikel) schreiben …")
+        corpus = work / "archive.jsonl"
+        gen = synthetic_articles(articles)
+        with open(corpus, "w", encoding="utf-8") as f:
+            for _ in range(n_articles):
+                f.write(json.dumps(next(gen), ensure_ascii=False) + "\n")
+
+        echo("Aufbau …")
+        real = load_embedder(config)
+        embedder = StandInEmbedder(real, sample)
+        root = work / "index"
+        last = [0.0]
+
+        def progress(frac, msg):
+            if time.monotonic() - last[0] > 30:
+                last[0] = time.monotonic()
+                echo(f"  {100 * frac:.0f} % {msg}")
+
+        t = time.perf_counter()
+        idx = build_index(corpus, root, config, embedder=embedder, progress=progress)
+        build_s = time.perf_counter() - t
+        out = {"chunks": len(idx.chunks), "index_type": idx.vector_index.params["type"], "build_s": build_s}
+        version = idx.version_dir
+        del idx
+
+        echo("Öffnen und Fragen in einem neuen Prozess …")
+        qs = real_questions(questions + 1)
+        qfile = work / "questions.json"
+        qfile.write_text(json.dumps(qs, ensure_ascii=False), encoding="utf-8")
+        proc = subprocess.run([sys.executable, "-c", SERVE, str(root), str(qfile)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"Messprozess fehlgeschlagen:\n{proc.stderr[-2000:]}")
+        served = json.loads(proc.stdout.strip().splitlines()[-1])
+        query_ms = [1000 * s for s in served["query"]]
+        embed_ms = [1000 * s for s in served["embed"]]
+        out.update(
+            load_s=served["load_s"], rss_mb=served["rss_mb"], disk_mb=_dir_mb(version),
+            query_p50_ms=statistics.median(query_ms), query_p95_ms=percentile(query_ms, 0.95),
+        )
+
+        echo("Recall gegen exakte Suche …")
+        idx = load_index(root, config, embedder=real)
+        out["recall_at_10"] = exact_recall(idx, real.embed_queries(qs[1:]))
+        out.update(
+            embed_p50_ms=statistics.median(embed_ms), import_s=served["import_s"], articles=n_articles,
+            real_vectors=embedder.real_count, index_params=idx.vector_index.params,
+        )
+        return out
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
