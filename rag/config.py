@@ -28,8 +28,8 @@ class Config:
     # ann_cells_per_sqrt × √chunks cells, ann_nprobe of them searched per question (README, Scale:
     # chosen with `rag bench --scale` for recall@10 ≥ 0.95).
     ann_threshold: int = 200_000
-    ann_cells_per_sqrt: float = 4.0
-    ann_nprobe: int = 32
+    ann_cells_per_sqrt: float = 2.0
+    ann_nprobe: int = 192
     # Retrieval.
     retriever: str = "hybrid"  # hybrid | dense | bm25
     candidates: int = 50

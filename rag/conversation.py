@@ -81,7 +81,8 @@ def contextual_ranking(
     alone = search_lists(index, question, mode, cfg.candidates, allowed)
     if allowed is not None:
         topic = {d: w for d, w in topic.items() if d in allowed}
-    topic_chunks = [cid for doc in topic for cid in index.chunks_of(doc)]
+    doc_of = {cid: doc for doc in topic for cid in index.chunks_of(doc)}
+    topic_chunks = list(doc_of)
     if not topic_chunks:
         return fuse(list(alone.values()), cfg.rrf_k)[: cfg.candidates], None
     sims = index.vectors(topic_chunks) @ index.query_vector(question)
@@ -93,7 +94,7 @@ def contextual_ranking(
     order = np.argsort(-sims, kind="stable")
     # One list per topic article, so an article's weight scales its chunks' votes.
     for doc, w in topic.items():
-        hits = [(topic_chunks[i], float(sims[i])) for i in order if index.chunks[topic_chunks[i]].doc_id == doc]
+        hits = [(topic_chunks[i], float(sims[i])) for i in order if doc_of[topic_chunks[i]] == doc]
         lists.append((cfg.topic_weight * w, hits))
     return fuse(lists, cfg.rrf_k)[: cfg.candidates], Context(question=previous, articles=dict(topic))
 
@@ -114,7 +115,8 @@ def names_own_topic(
     _, bm25 = alone.get("bm25", (0.0, []))
     if not bm25:
         return False
-    in_topic = max((s for cid, s in bm25 if index.chunks[cid].doc_id in topic), default=0.0)
+    doc_of = index.chunks.doc_ids(cid for cid, _ in bm25)
+    in_topic = max((s for cid, s in bm25 if doc_of[cid] in topic), default=0.0)
     return bm25[0][1] - in_topic > cfg.topic_shift_bm25
 
 

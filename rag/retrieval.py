@@ -115,7 +115,8 @@ def search_lists(
     if mode in ("hybrid", "bm25"):
         lists["bm25"] = (cfg.bm25_weight, index.bm25_search(question, depth))
     if allowed is not None:
-        lists = {name: (w, [(c, s) for c, s in hits if index.chunks[c].doc_id in allowed]) for name, (w, hits) in lists.items()}
+        doc_of = index.chunks.doc_ids({c for _, hits in lists.values() for c, _ in hits})
+        lists = {name: (w, [(c, s) for c, s in hits if doc_of[c] in allowed]) for name, (w, hits) in lists.items()}
     return lists
 
 
@@ -147,18 +148,21 @@ def merge_spans(index: "Index", ranked: list[tuple[int, float]], gap: int = 1, m
     """Overlapping or adjacent chunks of one article become one passage (best score kept),
     up to `max_len` characters so a passage stays quotable."""
     max_len = max_len or 2 * index.config.chunk_size
+    spans = index.chunks.spans(cid for cid, _ in ranked)  # one lookup for all of them
     groups: list[dict] = []
+    by_doc: dict[str, list[dict]] = {}
     for cid, score in ranked:
-        ch = index.chunks[cid]
-        for g in groups:
-            start, end = min(g["start"], ch.start), max(g["end"], ch.end)
-            touches = ch.start <= g["end"] + gap and ch.end >= g["start"] - gap
-            if g["doc_id"] == ch.doc_id and touches and end - start <= max_len:
+        doc_id, c_start, c_end = spans[cid]
+        for g in by_doc.get(doc_id, ()):
+            start, end = min(g["start"], c_start), max(g["end"], c_end)
+            if c_start <= g["end"] + gap and c_end >= g["start"] - gap and end - start <= max_len:
                 g["start"], g["end"] = start, end
                 g["ids"].append(cid)
                 break
         else:
-            groups.append({"doc_id": ch.doc_id, "start": ch.start, "end": ch.end, "score": score, "ids": [cid]})
+            g = {"doc_id": doc_id, "start": c_start, "end": c_end, "score": score, "ids": [cid]}
+            groups.append(g)
+            by_doc.setdefault(doc_id, []).append(g)
     return [make_passage(index, g["doc_id"], g["start"], g["end"], g["score"], tuple(g["ids"])) for g in groups]
 
 

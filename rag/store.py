@@ -356,7 +356,8 @@ class Index:
         known = [[t for t in tokens[0] if t in vocab]]
         if not known[0]:
             return []
-        results, scores = self.bm25.retrieve(known, k=min(n, len(self.bm25_ids)), show_progress=False, n_threads=1)
+        # n_threads=0: in this thread (any other value starts a thread pool per question, ≈ 2 ms)
+        results, scores = self.bm25.retrieve(known, k=min(n, len(self.bm25_ids)), show_progress=False, n_threads=0)
         return [(int(self.bm25_ids[r]), float(s)) for r, s in zip(results[0], scores[0]) if s > 0]
 
     def vectors(self, chunk_ids: Sequence[int]) -> np.ndarray:
@@ -607,7 +608,7 @@ def _write_version(
         kept: list[int] = []  # chunk ids whose vectors stay in the vector index
         new_chunks: dict[int, Chunk] = {}
         bm25_ids: list[int] = []
-        bm25_texts: list[str] = []
+        terms = BM25Terms()
         seen: set[str] = set()
         report(0.02, "Artikel zerlegen")
         for doc in documents:
@@ -634,7 +635,7 @@ def _write_version(
             tables.add(doc, rows)
             for cid, start, end in rows:
                 bm25_ids.append(cid)
-                bm25_texts.append(doc.text[start:end])
+                terms.add(doc.text[start:end])
         tables.close()
         if load is not None:
             summary.duplicates += len(load.duplicates)
@@ -669,8 +670,8 @@ def _write_version(
         vector_index = _update_vectors(prev, kept, new_ids, new_vecs, dim, config)
         vector_index.write(tmp / "faiss.index")
         del new_vecs, vectors, new_chunks
-        _write_bm25(tmp / "bm25", np.asarray(bm25_ids, dtype=np.int64), bm25_texts)
-        del bm25_texts
+        _write_bm25(tmp / "bm25", np.asarray(bm25_ids, dtype=np.int64), terms)
+        del terms
         _write_manifest(tmp, config, fingerprint, dim, next_id, tables, vector_index)
         _fsync_tree(tmp)
         version_dir = root / f"v-{time.time_ns()}-{uuid.uuid4().hex[:6]}"
@@ -768,15 +769,43 @@ def _embed_missing(root, chunks, vectors, config, embedder, fingerprint, summary
     return embedder
 
 
-def _write_bm25(folder: Path, ids: np.ndarray, texts: list[str]) -> None:
-    """bm25s over the chunk texts; row i of its matrix is chunk ids[i]."""
+class BM25Terms:
+    """Chunk texts → BM25 term ids, tokenised a batch at a time as the build streams through the
+    corpus: a million chunks' terms kept as strings would take gigabytes, as shared int ids a
+    fraction of that."""
+
+    BATCH = 5_000
+
+    def __init__(self):
+        self.vocab: dict[str, int] = {}
+        self.ids: list[list[int]] = []
+        self._pending: list[str] = []
+
+    def add(self, text: str) -> None:
+        self._pending.append(text)
+        if len(self._pending) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        vocab = self.vocab
+        for words in bm25_tokenize(self._pending):
+            self.ids.append([vocab.setdefault(w, len(vocab)) for w in words])
+        self._pending = []
+
+    def corpus(self) -> tuple[list[list[int]], dict[str, int]]:
+        self._flush()
+        return self.ids, self.vocab
+
+
+def _write_bm25(folder: Path, ids: np.ndarray, terms: BM25Terms) -> None:
+    """bm25s over the chunks' terms; row i of its matrix is chunk ids[i]."""
     folder.mkdir()
     np.save(folder / "chunk_ids.npy", ids)
     if len(ids):
         import bm25s
 
         retriever = bm25s.BM25()
-        retriever.index(bm25_tokenize(texts), show_progress=False)
+        retriever.index(terms.corpus(), show_progress=False)
         retriever.save(str(folder), show_progress=False)
 
 
