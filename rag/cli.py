@@ -261,7 +261,7 @@ def bench(
     scale: Optional[int] = typer.Option(
         None, "--scale", help="Stattdessen ein Archiv von N Abschnitten aufbauen, öffnen und befragen (Ausgabe JSON)."
     ),
-    sample: int = typer.Option(2000, "--sample", help="--scale: so viele Abschnitte vom echten Modell eingebettet."),
+    sample: int = typer.Option(2500, "--sample", help="--scale: so viele Abschnitte vom echten Modell eingebettet."),
 ) -> None:
     """Geschwindigkeit messen: Aufbau, Aktualisierung, Kaltstart, Antwortzeiten, Speicher."""
     from .bench import DEFAULT_CSV, format_report, run_bench

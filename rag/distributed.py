@@ -68,7 +68,9 @@ def _start(address: str):
     return True
 
 
-def embed_batches(batches: Sequence[list[str]], config: Config, fingerprint: str, address: str = "local") -> Iterator[tuple[int, np.ndarray]]:
+def embed_batches(
+    batches: Sequence[list[str]], config: Config, fingerprint: str, address: str = "local"
+) -> Iterator[tuple[int, np.ndarray]]:
     """(batch number, vectors) for every batch, in the order they finish."""
     if not batches:
         return

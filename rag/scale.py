@@ -5,7 +5,7 @@ sentences from random real articles (≈ 3,000 characters, so ≈ 6 chunks), wri
 and built through the normal streaming build (chunk table, BM25, vector index, manifest, swap).
 
 Embedding a million chunks with the real encoder would take most of a day here, so only a sample
-(`sample`, default 2,000 chunk texts) is embedded by it. The other vectors come from a cheap
+(`sample`, default 2,500 chunk texts of randomly chosen articles) is embedded by it. The other vectors come from a cheap
 stand-in that keeps the real distribution: a Gaussian mixture fitted to the sample (k-means cells of
 the real vectors, each with the per-dimension spread of its members around the centroid), drawn per
 chunk and L2-normalised like the encoder's output. The cluster structure is what makes approximate
@@ -20,6 +20,7 @@ vectors, for the same questions).
 """
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import shutil
@@ -89,40 +90,33 @@ def synthetic_articles(articles: list[list[str]], seed: int = 0):
 
 
 class StandInEmbedder:
-    """The real encoder for the first `sample` passages it is asked for, then draws from a
-    Gaussian mixture fitted to their vectors (see the module docstring). Its fingerprint is the
-    real encoder's, so the index opens and answers like any other; queries use the real encoder."""
+    """Real vectors for the sample's texts (embedded beforehand by the real encoder), draws from
+    a Gaussian mixture fitted to them for every other text (see the module docstring). Its
+    fingerprint is the real encoder's, so the index opens and answers like any other; questions
+    are embedded by the real encoder."""
 
-    def __init__(self, real, sample: int, seed: int = 0, cells: int = 64):
+    def __init__(self, real, known: dict[str, np.ndarray], cells: int = 64, seed: int = 0):
         self.real = real
         self.fingerprint = real.fingerprint
         self.dim = real.dim
-        self.sample = sample
-        self.cells = cells
+        self.known = known
+        self.mixture = fit_mixture(np.stack(list(known.values())), cells, seed)
         self.rng = np.random.default_rng(seed)
-        self.seen: list[np.ndarray] = []
-        self.mixture = None
         self.real_count = 0
 
     def embed_queries(self, texts, progress=None):
         return self.real.embed_queries(texts, progress)
 
     def embed_passages(self, texts: Sequence[str], progress=None, isolated: bool = False) -> np.ndarray:
-        texts = list(texts)
-        take = max(0, min(len(texts), self.sample - self.real_count))
-        parts = []
-        if take:
-            vecs = self.real.embed_passages(texts[:take], progress, isolated)
-            self.seen.append(vecs)
-            self.real_count += take
-            parts.append(vecs)
-        if len(texts) > take:
-            parts.append(self.draw(len(texts) - take))
-        return np.concatenate(parts) if parts else np.zeros((0, self.dim), np.float32)
+        out = self.draw(len(texts))
+        for i, t in enumerate(texts):
+            vec = self.known.get(t)
+            if vec is not None:
+                out[i] = vec
+                self.real_count += 1
+        return out
 
     def draw(self, n: int) -> np.ndarray:
-        if self.mixture is None:
-            self.mixture = fit_mixture(np.concatenate(self.seen), self.cells)
         centroids, spread, weights = self.mixture
         cell = self.rng.choice(len(centroids), size=n, p=weights)
         out = centroids[cell] + self.rng.standard_normal((n, self.dim), dtype=np.float32) * spread[cell]
@@ -164,27 +158,27 @@ def real_questions(n: int, seed: int = 0) -> list[str]:
 
 
 def exact_recall(index, queries: np.ndarray, k: int = 10) -> float:
-    """Mean share of the exact top k (inner product over the index's own vectors) that the
-    index's search returns. For an exact index this is 1 by construction."""
+    """Mean share of the exact top k (inner product over the chunks' float32 vectors, as the build
+    stored them in the embedding cache) that the index's search returns."""
     import faiss
 
-    from .vectors import FLAT
+    from .store import EmbeddingCache, text_hash
 
     found_ids = index.vector_index.search(queries, k)[1]
-    if index.vector_index.params["type"] == FLAT:
-        exact_ids = found_ids
-    else:
-        ivf = index.faiss
-        invlists = ivf.invlists
-        flat = faiss.IndexIDMap2(faiss.IndexFlatIP(ivf.d))
-        for cell in range(ivf.nlist):
-            size = invlists.list_size(cell)
-            if not size:
-                continue
-            ids = faiss.rev_swig_ptr(invlists.get_ids(cell), size).copy()
-            codes = faiss.rev_swig_ptr(invlists.get_codes(cell), size * ivf.code_size).copy()
-            flat.add_with_ids(codes.view(np.float32).reshape(size, ivf.d), ids)
-        exact_ids = flat.search(queries, k)[1]
+    cache = EmbeddingCache(index.root / "embcache.sqlite")
+    exact = faiss.IndexIDMap2(faiss.IndexFlatIP(index.vector_index.dim))
+    try:
+        batch: list[tuple[int, str]] = []
+        for item in itertools.chain(index._store.iter_chunk_texts(), [None]):
+            if item is not None:
+                batch.append((item[0], text_hash(item[1])))
+            if batch and (item is None or len(batch) == 50_000):
+                vecs = cache.get(index.manifest["model"]["fingerprint"], list({h for _, h in batch}), index.vector_index.dim)
+                exact.add_with_ids(np.stack([vecs[h] for _, h in batch]), np.array([c for c, _ in batch], dtype=np.int64))
+                batch = []
+    finally:
+        cache.close()
+    exact_ids = exact.search(queries, k)[1]
     hits = [len(set(a[a >= 0]) & set(b[b >= 0])) / k for a, b in zip(found_ids, exact_ids)]
     return float(np.mean(hits))
 
@@ -196,11 +190,12 @@ def _dir_mb(path: Path) -> float:
 def run_scale(
     n_chunks: int,
     csv_path: Path | None = None,
-    sample: int = 2_000,
+    sample: int = 2_500,
     questions: int = 200,
     config: Config | None = None,
     workdir: Path | None = None,
     echo: Callable[[str], None] = lambda s: None,
+    keep: bool = False,
 ) -> dict:
     """Build an index of ≈ n_chunks chunks in a temporary folder and measure it (module docstring)."""
     from .chunking import chunk_document
@@ -216,10 +211,12 @@ def run_scale(
         articles = real_sentences(csv_path)
         gen = synthetic_articles(articles)
         probe = [next(gen) for _ in range(50)]
-        per_article = statistics.mean(
-            len(chunk_document(Document(id=a["id"], text=a["text"], title="", date=None, source=""), config.chunk_size, config.chunk_overlap))
-            for a in probe
-        )
+
+        def chunk_texts(art: dict) -> list[str]:
+            doc = Document(id=art["id"], text=art["text"], title="", date=None, source="")
+            return [c.text for c in chunk_document(doc, config.chunk_size, config.chunk_overlap)]
+
+        per_article = statistics.mean(len(chunk_texts(a)) for a in probe)
         n_articles = max(1, round(n_chunks / per_article))
         echo(f"{n_articles} Artikel (≈ {per_article:.1f} Abschnitte je Artikel) schreiben …")
         corpus = work / "archive.jsonl"
@@ -228,9 +225,20 @@ def run_scale(
             for _ in range(n_articles):
                 f.write(json.dumps(next(gen), ensure_ascii=False) + "\n")
 
-        echo("Aufbau …")
+        echo(f"{sample} Abschnitte zufälliger Artikel mit dem echten Modell einbetten …")
         real = load_embedder(config)
-        embedder = StandInEmbedder(real, sample)
+        chosen = random.Random(1).sample(range(n_articles), min(n_articles, max(1, round(2 * sample / per_article))))
+        gen = synthetic_articles(articles)
+        picked: list[str] = []
+        wanted = set(chosen)
+        for i in range(max(chosen) + 1):
+            art = next(gen)
+            if i in wanted:
+                picked += chunk_texts(art)
+        texts = list(dict.fromkeys(random.Random(2).sample(picked, min(sample, len(picked)))))
+        embedder = StandInEmbedder(real, dict(zip(texts, real.embed_passages(texts))))
+
+        echo("Aufbau …")
         root = work / "index"
         last = [0.0]
 
@@ -264,10 +272,14 @@ def run_scale(
         echo("Recall gegen exakte Suche …")
         idx = load_index(root, config, embedder=real)
         out["recall_at_10"] = exact_recall(idx, real.embed_queries(qs[1:]))
+        idx._store.close()
         out.update(
             embed_p50_ms=statistics.median(embed_ms), import_s=served["import_s"], articles=n_articles,
             real_vectors=embedder.real_count, index_params=idx.vector_index.params,
         )
+        if keep:
+            out["folder"] = str(work)
         return out
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)

@@ -356,9 +356,14 @@ class Index:
         known = [[t for t in tokens[0] if t in vocab]]
         if not known[0]:
             return []
-        # n_threads=0: in this thread (any other value starts a thread pool per question, ≈ 2 ms)
-        results, scores = self.bm25.retrieve(known, k=min(n, len(self.bm25_ids)), show_progress=False, n_threads=0)
-        return [(int(self.bm25_ids[r]), float(s)) for r, s in zip(results[0], scores[0]) if s > 0]
+        scores = self.bm25.get_scores(known[0])
+        # The top n among the chunks that contain a query word: bm25s's own top-k partitions all
+        # scores, mostly zeros, which numpy partitions slowly (≈ 150 ms at a million chunks).
+        rows = np.flatnonzero(scores > 0)
+        if len(rows) > n:
+            rows = rows[np.argpartition(-scores[rows], n - 1)[:n]]
+        rows = rows[np.lexsort((rows, -scores[rows]))]  # best first; ties in index order
+        return [(int(self.bm25_ids[r]), float(scores[r])) for r in rows]
 
     def vectors(self, chunk_ids: Sequence[int]) -> np.ndarray:
         return self.vector_index.vectors(chunk_ids)

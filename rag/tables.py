@@ -178,6 +178,19 @@ class ChunkStore:
             for r in rows:
                 yield Document(id=r[1], text=r[2], title=r[3], date=r[4], source=r[5], url=r[6], content_hash=r[7])
 
+    def iter_chunk_texts(self, page: int = 10000) -> Iterator[tuple[int, str]]:
+        """(chunk id, text) of every chunk in id order, a page at a time (not through the cache)."""
+        last = -1
+        while True:
+            rows = self.rows(
+                'SELECT c.id, substr(d.text, c.start + 1, c."end" - c.start) FROM chunks c JOIN documents d ON d.id = c.doc_id '
+                "WHERE c.id > ? ORDER BY c.id LIMIT ?", (last, page),
+            )
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield from rows
+
     def chunk_ids(self) -> Iterator[int]:
         last = -1
         while True:

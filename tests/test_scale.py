@@ -75,7 +75,7 @@ def test_large_index_is_ivf_and_takes_incremental_adds_without_retraining(tmp_pa
     corpus = write(tmp_path / "c", articles(24))
     idx = build_index(corpus, tmp_path / "idx", cfg, embedder=FakeEmbedder())
     params = idx.manifest["vector_index"]
-    assert params["type"] == "ivf-flat" and params["nlist"] >= 2 and idx.faiss.ntotal == len(idx.chunks) >= 100
+    assert params["type"] == "ivf-fp16" and params["nlist"] >= 2 and idx.faiss.ntotal == len(idx.chunks) >= 100
     quantizer = idx.faiss.quantizer.reconstruct_n(0, params["nlist"]).copy()
 
     write(corpus, {"neu.txt": "Die neue Seilbahn auf den Kahlenberg fährt ab Mai im Zehn-Minuten-Takt. " * 8})
@@ -100,7 +100,7 @@ def test_exact_index_grows_into_ivf_past_the_threshold(tmp_path):
     assert small.manifest["vector_index"]["type"] == "flat"
     write(corpus, articles(20, offset=4))
     big = build_index(corpus, tmp_path / "idx", cfg, embedder=FakeEmbedder())
-    assert big.manifest["vector_index"]["type"] == "ivf-flat" and big.faiss.ntotal == len(big.chunks)
+    assert big.manifest["vector_index"]["type"] == "ivf-fp16" and big.faiss.ntotal == len(big.chunks)
     assert big.last_build.embedded == len(big.chunks) - len(small.chunks)  # the old vectors were kept
 
 
@@ -176,7 +176,7 @@ def test_scale_bench_reports_every_figure_with_ivf_recall(tmp_path):
     out = run_scale(3000, sample=300, questions=15, config=Config(ann_threshold=1000), workdir=tmp_path)
     for key in ("chunks", "index_type", "build_s", "load_s", "rss_mb", "disk_mb", "query_p50_ms", "query_p95_ms", "recall_at_10"):
         assert key in out
-    assert 2500 <= out["chunks"] <= 3500 and out["index_type"] == "ivf-flat" and out["real_vectors"] == 300
+    assert 2500 <= out["chunks"] <= 3500 and out["index_type"] == "ivf-fp16" and out["real_vectors"] == 300
     assert 0.8 <= out["recall_at_10"] <= 1.0 and out["query_p50_ms"] > out["embed_p50_ms"] > 0
     assert not list(tmp_path.iterdir())  # the temporary archive is removed
 
@@ -187,9 +187,11 @@ def test_ray_build_gives_the_same_chunks_and_results_as_a_local_build(seed_corpu
     assert ray_idx.last_build.embedded == len(ray_idx.chunks) > 0
     spans = lambda idx: sorted((c.doc_id, c.start, c.end) for c in (idx.chunks[i] for i in idx.chunks))  # noqa: E731
     assert spans(ray_idx) == spans(seed_index)
+    def top(idx, q):
+        return [(p.doc_id, p.start, p.end) for p in retrieve(idx, q, k=5)]
+
     for q in ("Wie lange dauerte der Gipfel?", "Wer gewann das Derby?", "Was kostet das neue Stadion?"):
-        top = lambda idx: [(p.doc_id, p.start, p.end) for p in retrieve(idx, q, k=5)]  # noqa: E731
-        assert top(ray_idx) == top(seed_index)
+        assert top(ray_idx, q) == top(seed_index, q)
 
 
 KILL_RAY = textwrap.dedent(
