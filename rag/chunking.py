@@ -9,11 +9,10 @@ Sentence ends and sentence spans come from `rag.text`.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
-
-from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from .text import CLOSERS, SENTENCE_END, split_sentences  # noqa: F401 - split_sentences re-exported (rag.reader uses it)
 
@@ -22,8 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Chunk", "chunk_document", "chunk_spans", "SEPARATORS", "split_sentences"]
 
-# langchain warns about over-long chunks; ours never are (the last separator is "").
-logging.getLogger("langchain_text_splitters.base").setLevel(logging.ERROR)
 
 
 @dataclass(frozen=True)
@@ -48,58 +45,69 @@ SEPARATORS = [
 # --- chunking ---------------------------------------------------------------------------------
 
 
-class _OffsetSplitter(RecursiveCharacterTextSplitter):
-    """RecursiveCharacterTextSplitter that records the (start, end) of every chunk it emits.
+@functools.cache
+def _offset_splitter():
+    """The splitter class, made on first use: importing langchain costs ≈ 0.35 s, which opening an
+    index (which never chunks) should not pay."""
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    With keep_separator="end" the splits reaching `_merge_splits` are consecutive pieces of the
-    text, in text order, whose concatenation is the text; a cursor therefore knows each piece's
-    offset. The merge below is langchain's algorithm (separator "" since separators are kept).
-    """
+    # langchain warns about over-long chunks; ours never are (the last separator is "").
+    logging.getLogger("langchain_text_splitters.base").setLevel(logging.ERROR)
 
-    def __init__(self, text: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._text = text
-        self._cursor = 0
-        self.spans: list[tuple[int, int]] = []
+    class _OffsetSplitter(RecursiveCharacterTextSplitter):
+        """RecursiveCharacterTextSplitter that records the (start, end) of every chunk it emits.
 
-    def _merge_splits(self, splits: Iterable[str], separator: str) -> list[str]:
-        splits = list(splits)
-        offsets = []
-        for s in splits:
-            offsets.append(self._cursor)
-            self._cursor += len(s)
-        size, overlap, length = self._chunk_size, self._chunk_overlap, self._length_function
-        sep_len = length(separator)
-        docs: list[str] = []
+        With keep_separator="end" the splits reaching `_merge_splits` are consecutive pieces of the
+        text, in text order, whose concatenation is the text; a cursor therefore knows each piece's
+        offset. The merge below is langchain's algorithm (separator "" since separators are kept).
+        """
 
-        def emit(idx: list[int]) -> None:
-            start = offsets[idx[0]]
-            end = offsets[idx[-1]] + len(splits[idx[-1]])
-            text = separator.join(splits[i] for i in idx)
-            if self._strip_whitespace:
-                lead = len(text) - len(text.lstrip())
-                text = text.strip()
-                start += lead
-                end = start + len(text)
-            if text:
-                docs.append(text)
-                self.spans.append((start, end))
+        def __init__(self, text: str, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self._text = text
+            self._cursor = 0
+            self.spans: list[tuple[int, int]] = []
 
-        current: list[int] = []
-        total = 0
-        for i, d in enumerate(splits):
-            len_ = length(d)
-            if total + len_ + (sep_len if current else 0) > size:
-                if current:
-                    emit(current)
-                    while total > overlap or (total + len_ + (sep_len if current else 0) > size and total > 0):
-                        total -= length(splits[current[0]]) + (sep_len if len(current) > 1 else 0)
-                        current = current[1:]
-            current.append(i)
-            total += len_ + (sep_len if len(current) > 1 else 0)
-        if current:
-            emit(current)
-        return docs
+        def _merge_splits(self, splits: Iterable[str], separator: str) -> list[str]:
+            splits = list(splits)
+            offsets = []
+            for s in splits:
+                offsets.append(self._cursor)
+                self._cursor += len(s)
+            size, overlap, length = self._chunk_size, self._chunk_overlap, self._length_function
+            sep_len = length(separator)
+            docs: list[str] = []
+
+            def emit(idx: list[int]) -> None:
+                start = offsets[idx[0]]
+                end = offsets[idx[-1]] + len(splits[idx[-1]])
+                text = separator.join(splits[i] for i in idx)
+                if self._strip_whitespace:
+                    lead = len(text) - len(text.lstrip())
+                    text = text.strip()
+                    start += lead
+                    end = start + len(text)
+                if text:
+                    docs.append(text)
+                    self.spans.append((start, end))
+
+            current: list[int] = []
+            total = 0
+            for i, d in enumerate(splits):
+                len_ = length(d)
+                if total + len_ + (sep_len if current else 0) > size:
+                    if current:
+                        emit(current)
+                        while total > overlap or (total + len_ + (sep_len if current else 0) > size and total > 0):
+                            total -= length(splits[current[0]]) + (sep_len if len(current) > 1 else 0)
+                            current = current[1:]
+                current.append(i)
+                total += len_ + (sep_len if len(current) > 1 else 0)
+            if current:
+                emit(current)
+            return docs
+
+    return _OffsetSplitter
 
 
 def _find_offsets(text: str, pieces: list[str]) -> list[tuple[int, int]]:
@@ -122,7 +130,7 @@ def chunk_spans(text: str, chunk_size: int = 600, chunk_overlap: int = 120) -> l
         return []
     if chunk_size < 2:
         raise ValueError(f"chunk_size muss mindestens 2 sein, nicht {chunk_size}")
-    splitter = _OffsetSplitter(
+    splitter = _offset_splitter()(
         text,
         separators=SEPARATORS,
         is_separator_regex=True,

@@ -25,11 +25,11 @@ class Config:
     chunk_size: int = 600
     chunk_overlap: int = 120
     # The vector index (rag/vectors.py): exact below ann_threshold chunks, else IVF with
-    # ann_cells_per_sqrt × √chunks cells, ann_nprobe of them searched per question (README, Scale:
-    # chosen with `rag bench --scale` for recall@10 ≥ 0.95).
+    # ann_cells_per_sqrt × √chunks cells, the ann_probe_share of them nearest to the question
+    # searched (README, Scale: chosen with `rag bench --scale` for recall@10 ≥ 0.95).
     ann_threshold: int = 200_000
     ann_cells_per_sqrt: float = 2.0
-    ann_nprobe: int = 192
+    ann_probe_share: float = 0.125
     # Retrieval.
     retriever: str = "hybrid"  # hybrid | dense | bm25
     candidates: int = 50

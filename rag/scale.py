@@ -1,7 +1,7 @@
 """`rag bench --scale N`: an index of N chunks built, opened and searched as a big archive would be.
 
 The corpus is real 10kGNAD text: each synthetic article strings together runs of consecutive
-sentences from random real articles (≈ 3,000 characters, so ≈ 6 chunks), written to one JSONL file
+sentences from random real articles of one 10kGNAD category (≈ 3,000 characters, ≈ 8 chunks), written to one JSONL file
 and built through the normal streaming build (chunk table, BM25, vector index, manifest, swap).
 
 Embedding a million chunks with the real encoder would take most of a day here, so only a sample
@@ -20,6 +20,7 @@ vectors, for the same questions).
 """
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import random
@@ -29,19 +30,22 @@ import subprocess
 import sys
 import tempfile
 import time
+import unicodedata
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from .bench import PEAK_RSS
 from .config import Config
+from .errors import RagError
 from .evaluation import EVAL_DIR, percentile
 
 ARTICLE_CHARS = 3_000
 RUN_SENTENCES = (4, 10)  # consecutive real sentences per run
 
-SERVE = """
-import json, resource, statistics, sys, time
+SERVE = PEAK_RSS + """
+import json, statistics, sys, time
 t0 = time.perf_counter()
 import rag
 from rag.retrieval import retrieve
@@ -56,31 +60,41 @@ for q in questions[1:]:
     idx.clear_caches(["queries"])
     t = time.perf_counter(); retrieve(idx, q, k=10); query.append(time.perf_counter() - t)
 print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "embed": embed, "query": query,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "rss_mb": peak_rss_mb()}))
 """
 
 
-def real_sentences(csv_path: Path, limit: int | None = None) -> list[list[str]]:
-    """The sentences of each real article, in order."""
-    from .evaluation import load_distractors
+def real_sentences(csv_path: Path, limit: int | None = None) -> dict[str, list[list[str]]]:
+    """The sentences of each real article, in order, grouped by the article's 10kGNAD category."""
     from .text import split_sentences
 
-    out = []
-    for doc in load_distractors(csv_path, limit):
-        spans = split_sentences(doc.text)
-        if len(spans) >= 3:
-            out.append([doc.text[s:e] for s, e in spans])
-    return out
+    by_label: dict[str, list[list[str]]] = {}
+    with open(csv_path, encoding="utf-8-sig", newline="") as f:
+        for row in itertools.islice(csv.reader(f, delimiter=";", quotechar="'"), limit):
+            if len(row) < 2:
+                continue
+            text = unicodedata.normalize("NFC", row[-1].replace("\r\n", "\n")).strip()
+            spans = split_sentences(text)
+            if len(spans) >= 3:
+                by_label.setdefault(row[0], []).append([text[s:e] for s, e in spans])
+    if not by_label:
+        raise RagError(f"Keine Artikel in {csv_path}")
+    return by_label
 
 
-def synthetic_articles(articles: list[list[str]], seed: int = 0):
-    """Endless unique articles of real sentences: runs of consecutive sentences from random articles."""
+def synthetic_articles(by_label: dict[str, list[list[str]]], seed: int = 0):
+    """Endless unique articles of real sentences: runs of consecutive sentences from random
+    articles of one category (so that an article, and a chunk across two runs, stays on a topic
+    as a real one does)."""
     rng = random.Random(seed)
+    labels = sorted(by_label)
+    weights = [len(by_label[label]) for label in labels]
     i = 0
     while True:
+        pool = by_label[rng.choices(labels, weights)[0]]
         parts, size = [], 0
         while size < ARTICLE_CHARS:
-            sents = rng.choice(articles)
+            sents = rng.choice(pool)
             start = rng.randrange(len(sents))
             run = sents[start : start + rng.randint(*RUN_SENTENCES)]
             parts.append(" ".join(run))

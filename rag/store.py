@@ -712,8 +712,7 @@ def _update_vectors(
     keep = set(kept)
     index.remove([cid for cid in prev.chunks if cid not in keep])
     index.add(new_ids, new_vecs)
-    if index.params["type"] == IVF:
-        index.set_nprobe(config.ann_nprobe)
+    index.set_probes(config)
     return index
 
 

@@ -71,7 +71,7 @@ def test_document_cache_stays_bounded(tmp_path, monkeypatch):
 
 
 def test_large_index_is_ivf_and_takes_incremental_adds_without_retraining(tmp_path):
-    cfg = Config(ann_threshold=100, ann_nprobe=64)
+    cfg = Config(ann_threshold=100, ann_probe_share=1.0)
     corpus = write(tmp_path / "c", articles(24))
     idx = build_index(corpus, tmp_path / "idx", cfg, embedder=FakeEmbedder())
     params = idx.manifest["vector_index"]
@@ -173,7 +173,7 @@ def test_corpus_of_another_file_type_is_refused(tmp_path):
 def test_scale_bench_reports_every_figure_with_ivf_recall(tmp_path):
     from rag.scale import run_scale
 
-    out = run_scale(3000, sample=300, questions=15, config=Config(ann_threshold=1000), workdir=tmp_path)
+    out = run_scale(3000, sample=300, questions=15, config=Config(ann_threshold=1000, ann_probe_share=0.5), workdir=tmp_path)
     for key in ("chunks", "index_type", "build_s", "load_s", "rss_mb", "disk_mb", "query_p50_ms", "query_p95_ms", "recall_at_10"):
         assert key in out
     assert 2500 <= out["chunks"] <= 3500 and out["index_type"] == "ivf-fp16" and out["real_vectors"] == 300
