@@ -141,7 +141,7 @@ def fit_mixture(vectors: np.ndarray, cells: int, seed: int = 0) -> tuple[np.ndar
     """k-means cells of real vectors → (centroids, per-dimension spread per cell, cell weights)."""
     import faiss
 
-    cells = max(1, min(cells, len(vectors) // 20))
+    cells = max(1, min(cells, len(vectors) // 39))  # faiss wants 39 points per cell
     km = faiss.Kmeans(vectors.shape[1], cells, niter=20, seed=seed, spherical=False)
     km.train(np.ascontiguousarray(vectors, dtype=np.float32))
     _, assign = km.index.search(vectors, 1)

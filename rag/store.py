@@ -233,7 +233,9 @@ class Index:
 
     def _load_vectors(self) -> None:
         try:
-            self.vector_index = VectorIndex.read(self.version_dir / "faiss.index", self.manifest["vector_index"])
+            self.vector_index = VectorIndex.read(
+                self.version_dir / "faiss.index", self.manifest["vector_index"], mmap=self.config.ann_mmap
+            )
         except RuntimeError as e:
             raise self._broken("FAISS") from e
         if self.vector_index.ntotal != len(self.chunks) or self.vector_index.dim != self.manifest["model"]["dim"]:
@@ -717,10 +719,12 @@ def _update_vectors(
 
 
 def _embed_missing(root, chunks, vectors, config, embedder, fingerprint, summary, report, ray_address=None):
-    """Fill `vectors` for chunks that lack one: from the cache, else from the model. Returns the embedder."""
+    """Fill `vectors` for chunks that lack one: from the cache, else from the model (on Ray with
+    `ray_address`). Returns the embedder."""
     todo = [cid for cid in chunks if cid not in vectors]
     if not todo:
         return embedder
+    ray = None
     cache = EmbeddingCache(root / "embcache.sqlite")
     try:
         hashes = {cid: text_hash(chunks[cid].text) for cid in todo}
@@ -739,13 +743,17 @@ def _embed_missing(root, chunks, vectors, config, embedder, fingerprint, summary
             if hashes[cid] in cached:
                 vectors[cid] = cached[hashes[cid]]
         if misses:
+            # Unique texts only: identical paragraphs in several articles are embedded once.
+            unique = list(dict.fromkeys(hashes[c] for c in misses))
+            text_of = {hashes[c]: chunks[c].text for c in misses}
+            if ray_address:  # Ray and its actors start in the background while the batches are made
+                from .distributed import RayEmbedding
+
+                ray = RayEmbedding(config, ray_address, workers=-(-len(unique) // EMBED_BATCH))
             if embedder is None:
                 from .embedding import load_embedder
 
                 embedder = load_embedder(config)
-            # Unique texts only: identical paragraphs in several articles are embedded once.
-            unique = list(dict.fromkeys(hashes[c] for c in misses))
-            text_of = {hashes[c]: chunks[c].text for c in misses}
             # Longest first (in tokens) over the whole build, so each batch holds texts of like
             # length and little padding is computed. Measured on 300 articles: document order cost
             # ~25 % over one raw encode, character order still ~25 %, token order ~1 %.
@@ -754,10 +762,8 @@ def _embed_missing(root, chunks, vectors, config, embedder, fingerprint, summary
             unique.sort(key=lambda h: -sizes[h])
             batches = [unique[i : i + EMBED_BATCH] for i in range(0, len(unique), EMBED_BATCH)]
             texts = [[text_of[h] for h in part] for part in batches]
-            if ray_address:
-                from .distributed import embed_batches
-
-                results = embed_batches(texts, config, fingerprint, ray_address)
+            if ray is not None:
+                results = ray.embed(texts, fingerprint)
             else:
                 results = ((i, embedder.embed_passages(part)) for i, part in enumerate(texts))
             done: dict[str, np.ndarray] = {}
@@ -770,6 +776,8 @@ def _embed_missing(root, chunks, vectors, config, embedder, fingerprint, summary
             summary.embedded = len(misses)
     finally:
         cache.close()
+        if ray is not None:
+            ray.close()
     return embedder
 
 

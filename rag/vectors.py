@@ -8,8 +8,8 @@ measurement at 10⁶ chunks (README, Scale): e5's question vectors sit apart fro
 so a question's nearest passages spread over many cells and ≈ 9 % of the cells must be scanned for
 recall@10 ≥ 0.95. HNSW reached 0.50 at efSearch 128 and needs seconds to open; float16 gives the
 recall of full floats (0.96 against 0.96) at half the bytes, so a scan is ≈ 40 % faster and the
-file half the size; 8-bit codes lost 2 points. The index opens memory-mapped in milliseconds and
-supports removing ids, so an incremental build updates it in place instead of rebuilding.
+file half the size; 8-bit codes lost 2 points. It supports removing ids, so an incremental build
+updates it in place instead of rebuilding, and it can be opened memory-mapped (`Config.ann_mmap`).
 
 The type and its parameters are recorded in the manifest; a version always opens with the type it
 was written with, and an IVF index stays IVF when later builds shrink it (its cells stay trained).
@@ -118,12 +118,12 @@ class VectorIndex:
         faiss.write_index(self.faiss, str(path))
 
     @classmethod
-    def read(cls, path: Path, params: dict, writable: bool = False) -> "VectorIndex":
-        """Open a stored index. An IVF index is memory-mapped unless it is to be changed: opening
-        costs milliseconds at any size and only the cells searched are read from disk."""
+    def read(cls, path: Path, params: dict, writable: bool = False, mmap: bool = False) -> "VectorIndex":
+        """Open a stored index, into memory or (`mmap`, IVF only, not to be changed) memory-mapped:
+        then opening costs milliseconds at any size and only the cells searched are read."""
         import faiss
 
-        flags = faiss.IO_FLAG_MMAP if params.get("type") == IVF and not writable else 0
+        flags = faiss.IO_FLAG_MMAP if mmap and params.get("type") == IVF and not writable else 0
         index = cls(faiss.read_index(str(path), flags), dict(params))
         if params.get("type") == IVF:
             index.faiss.nprobe = params["nprobe"]
