@@ -29,7 +29,7 @@ class Config:
     # searched (README, Scale: chosen with `rag bench --scale` for recall@10 ≥ 0.95).
     ann_threshold: int = 200_000
     ann_cells_per_sqrt: float = 2.0
-    ann_probe_share: float = 0.125
+    ann_probe_share: float = 0.15
     # Read an IVF index into memory (default: measured at 10⁶ chunks, a question's scan takes 4.7 ms
     # in memory and 10–15 ms memory-mapped, for 0.4 s more at opening and ≈ 0.8 GB of RAM), or map it
     # (True: for archives whose vectors do not fit in RAM; opening then takes milliseconds).

@@ -428,3 +428,22 @@ def test_a_folder_that_is_no_model_raises_model_error(tmp_path):
     (tmp_path / "notes.txt").write_text("kein Modell")
     with pytest.raises(ModelError):
         load_embedder(Config(model=str(tmp_path)))
+
+
+def test_onnx_session_reuses_its_optimised_graph_with_identical_vectors(tmp_path):
+    from rag.onnx_backend import OnnxBert
+
+    reference = load_embedder(Config(backend="onnx-int8")).backend
+    graph = tmp_path / "e5-int8.onnx"
+    shutil.copy(reference.graph, graph)
+    texts = ["passage: Der Videogipfel dauerte rund zwei Stunden.", "query: Wie lange dauerte der Gipfel?"]
+    first = OnnxBert(ensure_e5_model_dir(), graph)
+    optimised = tmp_path / "e5-int8.opt.onnx"
+    assert optimised.is_file() and not list(tmp_path.glob(".*.tmp"))
+    stamp = optimised.stat().st_mtime_ns
+    second = OnnxBert(ensure_e5_model_dir(), graph)  # loads the optimised graph, does not write it again
+    assert optimised.stat().st_mtime_ns == stamp
+    a, b = first.encode(texts, "", 8, None), second.encode(texts, "", 8, None)
+    assert np.array_equal(a, b) and np.array_equal(a, reference.encode(texts, "", 8, None))
+    optimised.write_bytes(b"kaputt")  # a damaged cache file is optimised again
+    assert np.array_equal(OnnxBert(ensure_e5_model_dir(), graph).encode(texts, "", 8, None), a)
