@@ -19,6 +19,7 @@ texts into batches.
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -62,6 +63,20 @@ def _worker_class():
     return EmbedWorker
 
 
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """For a "host:port" or "ray://host:port" address, fail at once with a clear error when
+    nothing listens there (ray.init would retry for minutes and then end the process)."""
+    if address in ("local", "auto"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise RayError(f"Ray-Adresse „{address}“ ist weder local, auto noch host:port.")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise RayError(f"Ray unter „{address}“ nicht erreichbar: {e.strerror or e}") from None
+
+
 class RayEmbedding:
     """Ray and up to `workers` embedding actors. The actors load their models in the background
     while the driver prepares the batches."""
@@ -74,6 +89,8 @@ class RayEmbedding:
         self.address = address
         self.started = False
         self.actors: list = []
+        if not ray.is_initialized():
+            check_reachable(address)
         try:  # in the calling thread: Ray's driver must be set up from the main thread
             if not ray.is_initialized():
                 ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)

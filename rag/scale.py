@@ -173,7 +173,7 @@ def real_questions(n: int, seed: int = 0) -> list[str]:
 
 def exact_recall(index, queries: np.ndarray, k: int = 10) -> float:
     """Mean share of the exact top k (inner product over the chunks' float32 vectors, as the build
-    stored them in the embedding cache) that the index's search returns."""
+    stored them in the embedding cache) that the index's search returns (ties counted as hits)."""
     import faiss
 
     from .store import EmbeddingCache, text_hash
@@ -192,8 +192,14 @@ def exact_recall(index, queries: np.ndarray, k: int = 10) -> float:
                 batch = []
     finally:
         cache.close()
-    exact_ids = exact.search(queries, k)[1]
-    hits = [len(set(a[a >= 0]) & set(b[b >= 0])) / k for a, b in zip(found_ids, exact_ids)]
+    exact_scores, exact_ids = exact.search(queries, k)
+    # A returned chunk counts when its exact score reaches the exact k-th score: chunks with the
+    # same text have the same vector, and which of two tied ids either search names is arbitrary.
+    hits = []
+    for q, found, kth in zip(queries, found_ids, exact_scores[:, -1]):
+        found = found[found >= 0]
+        scores = exact.reconstruct_batch(found) @ q if len(found) else np.zeros(0)
+        hits.append(min(k, int((scores >= kth - 1e-6).sum())) / k)
     return float(np.mean(hits))
 
 

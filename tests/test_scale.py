@@ -235,3 +235,43 @@ def test_killed_ray_build_leaves_the_old_index(seed_corpus, tmp_path):
     assert len(resumed.documents) == len(list(seed_corpus.iterdir()))
     # What the killed build embedded before it died (at least its first batch) came from the cache.
     assert resumed.last_build.embedded < len(resumed.chunks) - len(old.chunks)
+
+
+# ------------------------------------------------------------------ command line
+
+
+def test_ray_flag_without_address_means_a_local_ray_instance():
+    from rag.cli import optional_ray_address
+
+    assert optional_ray_address(["build", "--ray"]) == ["build", "--ray", "local"]
+    assert optional_ray_address(["build", "--ray", "--index", "x"]) == ["build", "--ray", "local", "--index", "x"]
+    assert optional_ray_address(["build", "--ray", "auto"]) == ["build", "--ray", "auto"]
+    assert optional_ray_address(["build"]) == ["build"]
+
+
+def test_rag_build_reads_a_jsonl_archive(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import rag.embedding
+    from rag.cli import app
+
+    monkeypatch.setattr(rag.embedding, "load_embedder", lambda config=None: FakeEmbedder())
+    monkeypatch.setattr(rag.embedding, "model_fingerprint", lambda config: "fake@1")
+    path = tmp_path / "archiv.jsonl"
+    path.write_text("\n".join(json.dumps({"id": f"n{i}", "text": t}) for i, t in enumerate(articles(3).values())), encoding="utf-8")
+    res = CliRunner().invoke(app, ["build", "--corpus", str(path), "--index", str(tmp_path / "idx")])
+    assert res.exit_code == 0, res.output
+    assert "3 Artikel" in res.output and len(load_index(tmp_path / "idx", embedder=FakeEmbedder()).documents) == 3
+
+
+@pytest.mark.slow
+def test_unreachable_ray_cluster_is_one_clear_error_and_keeps_the_index(tmp_path):
+    corpus = write(tmp_path / "c", articles(2))
+    old = build_index(corpus, tmp_path / "idx", embedder=FakeEmbedder())
+    write(corpus, articles(1, offset=5))
+    from rag.distributed import RayError
+
+    with pytest.raises(RayError, match="nicht erreichbar") as err:
+        build_index(corpus, tmp_path / "idx", embedder=FakeEmbedder(), ray_address="127.0.0.1:1")
+    assert "\n" not in str(err.value)
+    assert load_index(tmp_path / "idx", embedder=FakeEmbedder()).version_dir == old.version_dir
