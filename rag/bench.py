@@ -43,7 +43,7 @@ FIELDS: dict[str, tuple[str, str, str, Callable[[float], bool] | None]] = {
     "no_change_rebuild_cpu_s": ("  davon CPU-Zeit", "s", "", None),
     "add_one_article_s": ("Ein Artikel dazu", "s", "< 3 s", lambda v: v < 3),
     "add_one_article_cpu_s": ("  davon CPU-Zeit", "s", "", None),
-    "cold_start_s": ("Kaltstart (neuer Prozess: laden + 1. Antwort)", "s", "≤ 3 s", lambda v: v <= 3),
+    "cold_start_s": ("Kaltstart (Prozessstart bis zur 1. Antwort)", "s", "≤ 3 s", lambda v: v <= 3),
     "cold_start_cpu_s": ("  davon CPU-Zeit", "s", "", None),
     "cold_load_s": ("  Import + Index laden", "s", "", None),
     "cold_first_answer_s": ("  erste Antwort (mit Modell laden)", "s", "", None),
@@ -82,7 +82,7 @@ idx = rag.load_index(sys.argv[1])
 t1 = time.perf_counter()
 ans = answer(idx, sys.argv[2])
 t2 = time.perf_counter()
-print(json.dumps({"load_s": t1 - t0, "first_answer_s": t2 - t1, "rss_mb": peak_rss_mb()}))
+print(json.dumps({"load_s": t1 - t0, "first_answer_s": t2 - t1, "answered_at": time.time(), "rss_mb": peak_rss_mb()}))
 """
 
 NEW_ARTICLE = (
@@ -224,16 +224,18 @@ def run_bench(
         echo("Kaltstart …")
         qs = _questions(queries + 2)
         warm_q, cold_q, qs = qs[0], qs[1], qs[2:]
-        t, c = time.perf_counter(), _children_cpu()
+        # From starting the process to its first answer (its exit, which unloads torch, is not
+        # waited for by a user): the child reports the wall-clock time it answered at.
+        t, c = time.time(), _children_cpu()
         proc = subprocess.run(
             [sys.executable, "-c", COLD_START, str(index_dir), cold_q], capture_output=True, text=True,
         )
-        wall = time.perf_counter() - t
         out["cold_start_cpu_s"] = _children_cpu() - c
         if proc.returncode != 0:
             raise RuntimeError(f"Kaltstart-Prozess fehlgeschlagen:\n{proc.stderr[-2000:]}")
         cold = json.loads(proc.stdout.strip().splitlines()[-1])
-        out.update(cold_start_s=wall, cold_load_s=cold["load_s"], cold_first_answer_s=cold["first_answer_s"], cold_rss_mb=cold["rss_mb"])
+        out.update(cold_start_s=cold["answered_at"] - t, cold_load_s=cold["load_s"], cold_first_answer_s=cold["first_answer_s"],
+                   cold_rss_mb=cold["rss_mb"])
 
         echo(f"Latenz über {len(qs)} Fragen …")
         svc = RagService.of(idx)
