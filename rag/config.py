@@ -30,8 +30,8 @@ class Config:
     ann_threshold: int = 200_000
     ann_cells_per_sqrt: float = 2.0
     ann_probe_share: float = 0.15
-    # Read an IVF index into memory (default: measured at 10⁶ chunks, a question's scan takes 4.7 ms
-    # in memory and 10–15 ms memory-mapped, for 0.4 s more at opening and ≈ 0.8 GB of RAM), or map it
+    # Read an IVF index into memory (default: measured at 10⁶ chunks, a question's scan takes 6 ms
+    # in memory and 12–17 ms memory-mapped, for ≈ 0.5 s more at opening and ≈ 0.8 GB of RAM), or map it
     # (True: for archives whose vectors do not fit in RAM; opening then takes milliseconds).
     ann_mmap: bool = False
     # Retrieval.

@@ -183,7 +183,7 @@ def exact_recall(index, queries: np.ndarray, k: int = 10) -> float:
     exact = faiss.IndexIDMap2(faiss.IndexFlatIP(index.vector_index.dim))
     try:
         batch: list[tuple[int, str]] = []
-        for item in itertools.chain(index._store.iter_chunk_texts(), [None]):
+        for item in itertools.chain(index.chunk_texts(), [None]):
             if item is not None:
                 batch.append((item[0], text_hash(item[1])))
             if batch and (item is None or len(batch) == 50_000):
@@ -292,7 +292,7 @@ def run_scale(
         echo("Recall gegen exakte Suche …")
         idx = load_index(root, config, embedder=real)
         out["recall_at_10"] = exact_recall(idx, real.embed_queries(qs[1:]))
-        idx._store.close()
+        idx.close()
         out.update(
             embed_p50_ms=statistics.median(embed_ms), import_s=served["import_s"], articles=n_articles,
             real_vectors=embedder.real_count, index_params=idx.vector_index.params,

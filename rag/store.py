@@ -314,6 +314,14 @@ class Index:
         """The chunk ids of a document, in text order."""
         return self._store.chunks_of(doc_id)
 
+    def chunk_texts(self) -> Iterable[tuple[int, str]]:
+        """(chunk id, text) of every chunk in id order, read a page at a time."""
+        return self._store.iter_chunk_texts()
+
+    def close(self) -> None:
+        """Close the chunk table (the index cannot be read afterwards; for tools that open many)."""
+        self._store.close()
+
     def recall(self, key):
         """What `remember` kept under `key` for this version (None: nothing, or forgotten)."""
         return self._derived.get(key)
@@ -326,12 +334,13 @@ class Index:
     def _caches(self) -> dict[str, LRUCache]:
         return {
             "queries": self._query_vectors, "sentence_vectors": self._sentence_vectors, "sentence_spans": self._sentence_spans,
-            "derived": self._derived,
+            "derived": self._derived, **self._store.caches(),
         }
 
     def cache_sizes(self) -> dict[str, int]:
-        """Entries held by each memo: query vectors, sentence vectors, documents' sentence spans and
-        derived results (what each chat's last answer was about)."""
+        """Entries held by each memo: query vectors, sentence vectors, documents' sentence spans,
+        derived results (what each chat's last answer was about), and the documents and chunk spans
+        read from the chunk table."""
         return {name: len(cache) for name, cache in self._caches().items()}
 
     def clear_caches(self, which: Iterable[str] | None = None) -> None:

@@ -105,6 +105,9 @@ class ChunkStore:
         self.documents = DocumentTable(self)
         self.chunks = ChunkTable(self)
 
+    def caches(self) -> dict[str, LRUCache]:
+        return {"documents": self._docs, "chunk_spans": self._chunks}
+
     def rows(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self.lock:
             return self.db.execute(sql, args).fetchall()

@@ -45,12 +45,12 @@ def test_loaded_index_reads_documents_only_when_asked(tmp_path):
     corpus = write(tmp_path / "c", articles(12))
     build_index(corpus, tmp_path / "idx", embedder=FakeEmbedder())
     idx = load_index(tmp_path / "idx", embedder=FakeEmbedder())
-    store = idx._store
-    assert len(store._docs) == 0 and len(store._chunks) == 0  # opening read no rows
+    sizes = idx.cache_sizes
+    assert sizes()["documents"] == 0 and sizes()["chunk_spans"] == 0  # opening read no rows
     assert len(idx.documents) == 12 and len(idx.chunks) == idx.manifest["counts"]["chunks"]
     hits = retrieve(idx, "Derby in Wien", k=3)
     assert "Derby in Wien" in hits[0].text
-    assert 0 < len(store._docs) <= 12
+    assert 0 < sizes()["documents"] <= 12
     assert "a004" in idx.documents and "nirgends" not in idx.documents and idx.documents.get("nirgends") is None
     assert idx.chunks_of("a004") == sorted(idx.chunks_of("a004"), key=lambda c: idx.chunks[c].start)
     assert sorted(idx.documents) == sorted(f"a{i:03d}" for i in range(12))
@@ -64,7 +64,7 @@ def test_document_cache_stays_bounded(tmp_path, monkeypatch):
     idx = build_index(corpus, tmp_path / "idx", embedder=FakeEmbedder())
     for doc_id in list(idx.documents):
         assert idx.documents[doc_id].id == doc_id
-    assert len(idx._store._docs) == 3
+    assert idx.cache_sizes()["documents"] == 3
 
 
 # ------------------------------------------------------------------ the vector index

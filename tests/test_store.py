@@ -274,4 +274,4 @@ def test_index_memos_are_cleared_through_one_method(fake_seed_index):
     idx.clear_caches(["queries"])
     assert idx.cache_sizes() == {**sizes, "queries": 0}
     idx.clear_caches()
-    assert idx.cache_sizes() == {"queries": 0, "sentence_vectors": 0, "sentence_spans": 0, "derived": 0}
+    assert set(idx.cache_sizes().values()) == {0} and "documents" in idx.cache_sizes()
