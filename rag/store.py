@@ -314,6 +314,10 @@ class Index:
         """The chunk ids of a document, in text order."""
         return self._store.chunks_of(doc_id)
 
+    def chunk_spans(self, doc_id: str) -> list[tuple[int, int, int]]:
+        """(chunk id, start, end) of a document's chunks, in text order."""
+        return self._store.doc_spans(doc_id)
+
     def chunk_texts(self) -> Iterable[tuple[int, str]]:
         """(chunk id, text) of every chunk in id order, read a page at a time."""
         return self._store.iter_chunk_texts()
@@ -634,8 +638,7 @@ def _write_version(
             seen.add(doc.id)
             old_hash = prev.documents.content_hash(doc.id) if prev else None
             if old_hash == doc.content_hash:
-                spans = prev.chunks.spans(prev.chunks_of(doc.id))
-                rows = [(cid, spans[cid][1], spans[cid][2]) for cid in sorted(spans, key=lambda c: spans[c][1])]
+                rows = prev.chunk_spans(doc.id)
                 kept.extend(r[0] for r in rows)
                 summary.unchanged += 1
             else:

@@ -149,8 +149,12 @@ class ChunkStore:
         doc = self.document(span[0])
         return Chunk(doc_id=span[0], start=span[1], end=span[2], text=doc.text[span[1] : span[2]])
 
+    def doc_spans(self, doc_id: str) -> list[tuple[int, int, int]]:
+        """(chunk id, start, end) of a document's chunks, in text order."""
+        return self.rows('SELECT id, start, "end" FROM chunks WHERE doc_id = ? ORDER BY start', (doc_id,))
+
     def chunks_of(self, doc_id: str) -> list[int]:
-        return [r[0] for r in self.rows("SELECT id FROM chunks WHERE doc_id = ? ORDER BY start", (doc_id,))]
+        return [r[0] for r in self.doc_spans(doc_id)]
 
     def content_hash(self, doc_id: str) -> str | None:
         row = self.rows("SELECT content_hash FROM documents WHERE id = ?", (doc_id,))
@@ -159,49 +163,37 @@ class ChunkStore:
     def chunk_counts(self) -> dict[str, int]:
         return dict(self.rows("SELECT doc_id, COUNT(*) FROM chunks GROUP BY doc_id"))
 
-    def document_ids(self) -> Iterator[str]:
-        """All document ids in the order they were written, read in pages (a separate cursor: other
-        threads' lookups go on meanwhile)."""
-        last = 0
-        while True:
-            page = self.rows("SELECT rowid, id FROM documents WHERE rowid > ? ORDER BY rowid LIMIT 10000", (last,))
-            if not page:
-                return
-            last = page[-1][0]
-            yield from (r[1] for r in page)
-
-    def iter_documents(self, page: int = 1000) -> Iterator[Document]:
-        """Every document in the order written, a page at a time (for rewriting a version)."""
-        last = 0
-        while True:
-            rows = self.rows(f"SELECT rowid, {_DOC_COLUMNS} FROM documents WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, page))
-            if not rows:
-                return
-            last = rows[-1][0]
-            for r in rows:
-                yield Document(id=r[1], text=r[2], title=r[3], date=r[4], source=r[5], url=r[6], content_hash=r[7])
-
-    def iter_chunk_texts(self, page: int = 10000) -> Iterator[tuple[int, str]]:
-        """(chunk id, text) of every chunk in id order, a page at a time (not through the cache)."""
+    def _pages(self, sql: str, page: int) -> Iterator[tuple]:
+        """The rows of `sql` (its first column the key it is ordered by, "> ?" and "LIMIT ?" its
+        two parameters), a page at a time: the lock is held per page, so other threads' lookups go
+        on meanwhile, and no cursor stays open across pages."""
         last = -1
         while True:
-            rows = self.rows(
-                'SELECT c.id, substr(d.text, c.start + 1, c."end" - c.start) FROM chunks c JOIN documents d ON d.id = c.doc_id '
-                "WHERE c.id > ? ORDER BY c.id LIMIT ?", (last, page),
-            )
+            rows = self.rows(sql, (last, page))
             if not rows:
                 return
             last = rows[-1][0]
             yield from rows
 
+    def document_ids(self) -> Iterator[str]:
+        """All document ids in the order they were written."""
+        return (r[1] for r in self._pages("SELECT rowid, id FROM documents WHERE rowid > ? ORDER BY rowid LIMIT ?", 10_000))
+
+    def iter_documents(self, page: int = 1000) -> Iterator[Document]:
+        """Every document in the order written (for rewriting a version; not through the cache)."""
+        sql = f"SELECT rowid, {_DOC_COLUMNS} FROM documents WHERE rowid > ? ORDER BY rowid LIMIT ?"
+        for r in self._pages(sql, page):
+            yield Document(id=r[1], text=r[2], title=r[3], date=r[4], source=r[5], url=r[6], content_hash=r[7])
+
+    def iter_chunk_texts(self, page: int = 10_000) -> Iterator[tuple[int, str]]:
+        """(chunk id, text) of every chunk in id order (not through the cache)."""
+        return self._pages(
+            'SELECT c.id, substr(d.text, c.start + 1, c."end" - c.start) FROM chunks c JOIN documents d ON d.id = c.doc_id '
+            "WHERE c.id > ? ORDER BY c.id LIMIT ?", page,
+        )
+
     def chunk_ids(self) -> Iterator[int]:
-        last = -1
-        while True:
-            page = self.rows("SELECT id FROM chunks WHERE id > ? ORDER BY id LIMIT 10000", (last,))
-            if not page:
-                return
-            last = page[-1][0]
-            yield from (r[0] for r in page)
+        return (r[0] for r in self._pages("SELECT id FROM chunks WHERE id > ? ORDER BY id LIMIT ?", 10_000))
 
     def close(self) -> None:
         with self.lock:
