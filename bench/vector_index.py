@@ -21,24 +21,13 @@ import numpy as np
 
 from rag.config import Config
 from rag.embedding import load_embedder
-from rag.scale import fit_mixture, real_questions
+from rag.scale import draw_mixture, fit_mixture, real_questions
 
 
 def real_vectors(cache: Path) -> np.ndarray:
     db = sqlite3.connect(cache)
     fp = db.execute("SELECT fp, COUNT(*) c FROM emb GROUP BY fp ORDER BY c DESC LIMIT 1").fetchone()[0]
     return np.stack([np.frombuffer(b, np.float32) for (b,) in db.execute("SELECT vec FROM emb WHERE fp = ?", (fp,))])
-
-
-def draw(mixture, n: int, rng) -> np.ndarray:
-    centroids, spread, weights = mixture
-    out = np.empty((n, centroids.shape[1]), np.float32)
-    for i in range(0, n, 100_000):
-        m = min(100_000, n - i)
-        cell = rng.choice(len(centroids), size=m, p=weights)
-        v = centroids[cell] + rng.standard_normal((m, centroids.shape[1]), dtype=np.float32) * spread[cell]
-        out[i : i + m] = v / np.linalg.norm(v, axis=1, keepdims=True)
-    return out
 
 
 def recall(found: np.ndarray, exact: np.ndarray) -> float:
@@ -74,7 +63,7 @@ def stand_in_check(real: np.ndarray, queries: np.ndarray, rng) -> None:
 
     print("real vectors, nprobe 1/2/4/8:", curve(test))
     for cells in (16, 64):
-        print(f"stand-in, {cells} cells:", curve(draw(fit_mixture(fit, cells), len(test), rng)))
+        print(f"stand-in, {cells} cells:", curve(draw_mixture(fit_mixture(fit, cells), len(test), rng)))
 
 
 def main() -> None:
@@ -88,7 +77,7 @@ def main() -> None:
     queries = load_embedder(Config()).embed_queries(real_questions(200))
     stand_in_check(real.copy(), queries, rng)
 
-    x = draw(fit_mixture(real, 64), args.n, rng)
+    x = draw_mixture(fit_mixture(real, 64), args.n, rng)
     x[: len(real)] = real
     exact = faiss.IndexFlatIP(x.shape[1])
     exact.add(x)

@@ -109,8 +109,9 @@ def _children_cpu() -> float:
 def _questions(n: int) -> list[str]:
     """Real German questions for latency runs (XQuAD-de if present, else generic ones)."""
     if DEFAULT_QA.exists():
-        data = json.loads(DEFAULT_QA.read_text(encoding="utf-8"))
-        qs = [qa["question"] for a in data["data"] for p in a["paragraphs"] for qa in p["qas"]]
+        from .evaluation import load_qa
+
+        qs = [item.question for item in load_qa(DEFAULT_QA)[0]]
     else:
         qs = ["Wie lange dauerte der Gipfel?", "Wer gewann die Wahl?", "Wann beginnt der Streik?"]
     return [qs[i % len(qs)] for i in range(n)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -28,7 +29,7 @@ import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from .config import Config
 from .corpus import Document, load_corpus, make_title
@@ -379,19 +380,22 @@ def load_distractors(path: str | Path, limit: int | None = None) -> list[Documen
     if not path.is_file():
         raise RagError(f"Ablenkartikel nicht gefunden: {path}")
     prefix = _prefix(path)
-    docs: list[Document] = []
+    return [
+        Document(id=f"{prefix}/{row_no}", text=text, title=make_title(text[:1000]), date=None, source=f"{path.name}#{row_no}")
+        for row_no, _, text in itertools.islice(gnad_rows(path), limit)
+    ]
+
+
+def gnad_rows(path: str | Path) -> Iterator[tuple[int, str, str]]:
+    """(1-based row, label, NFC text) of each non-empty article of a 10kGNAD CSV (``label;'text'``;
+    a row of one field is a text without label)."""
     with open(path, encoding="utf-8-sig", newline="") as f:
         for row_no, row in enumerate(csv.reader(f, delimiter=";", quotechar="'"), start=1):
-            if limit is not None and len(docs) >= limit:
-                break
             if not row:
                 continue
             text = unicodedata.normalize("NFC", (row[-1] if len(row) >= 2 else row[0]).replace("\r\n", "\n")).strip()
-            if not text:
-                continue
-            docs.append(Document(id=f"{prefix}/{row_no}", text=text, title=make_title(text[:1000]), date=None,
-                                 source=f"{path.name}#{row_no}"))
-    return docs
+            if text:
+                yield row_no, (row[0] if len(row) >= 2 else ""), text
 
 
 # ---------------------------------------------------------------- the cached eval index

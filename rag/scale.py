@@ -20,7 +20,6 @@ vectors, for the same questions).
 """
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import random
@@ -30,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import unicodedata
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -66,17 +64,14 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "embed": embed, "query
 
 def real_sentences(csv_path: Path, limit: int | None = None) -> dict[str, list[list[str]]]:
     """The sentences of each real article, in order, grouped by the article's 10kGNAD category."""
+    from .evaluation import gnad_rows
     from .text import split_sentences
 
     by_label: dict[str, list[list[str]]] = {}
-    with open(csv_path, encoding="utf-8-sig", newline="") as f:
-        for row in itertools.islice(csv.reader(f, delimiter=";", quotechar="'"), limit):
-            if len(row) < 2:
-                continue
-            text = unicodedata.normalize("NFC", row[-1].replace("\r\n", "\n")).strip()
-            spans = split_sentences(text)
-            if len(spans) >= 3:
-                by_label.setdefault(row[0], []).append([text[s:e] for s, e in spans])
+    for _, label, text in itertools.islice(gnad_rows(csv_path), limit):
+        spans = split_sentences(text)
+        if len(spans) >= 3:
+            by_label.setdefault(label, []).append([text[s:e] for s, e in spans])
     if not by_label:
         raise RagError(f"Keine Artikel in {csv_path}")
     return by_label
@@ -131,10 +126,19 @@ class StandInEmbedder:
         return out
 
     def draw(self, n: int) -> np.ndarray:
-        centroids, spread, weights = self.mixture
-        cell = self.rng.choice(len(centroids), size=n, p=weights)
-        out = centroids[cell] + self.rng.standard_normal((n, self.dim), dtype=np.float32) * spread[cell]
-        return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+        return draw_mixture(self.mixture, n, self.rng)
+
+
+def draw_mixture(mixture: tuple[np.ndarray, np.ndarray, np.ndarray], n: int, rng, part: int = 100_000) -> np.ndarray:
+    """n L2-normalised vectors drawn from a mixture of fit_mixture, `part` at a time (memory)."""
+    centroids, spread, weights = mixture
+    out = np.empty((n, centroids.shape[1]), np.float32)
+    for i in range(0, n, part):
+        m = min(part, n - i)
+        cell = rng.choice(len(centroids), size=m, p=weights)
+        v = centroids[cell] + rng.standard_normal((m, centroids.shape[1]), dtype=np.float32) * spread[cell]
+        out[i : i + m] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return out
 
 
 def fit_mixture(vectors: np.ndarray, cells: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -159,14 +163,10 @@ def fit_mixture(vectors: np.ndarray, cells: int, seed: int = 0) -> tuple[np.ndar
 
 def real_questions(n: int, seed: int = 0) -> list[str]:
     """Real German questions (news-qa and XQuAD-de, shipped in eval/)."""
-    qs = []
-    news = EVAL_DIR / "news-qa.jsonl"
-    if news.exists():
-        qs += [json.loads(line)["question"] for line in news.read_text(encoding="utf-8").splitlines() if line.strip()]
-    xquad = EVAL_DIR / "xquad-de-dev.json"
-    if xquad.exists():
-        data = json.loads(xquad.read_text(encoding="utf-8"))
-        qs += [qa["question"] for a in data["data"] for p in a["paragraphs"] for qa in p["qas"]]
+    from .evaluation import load_qa
+
+    qs = [item.question for name in ("news-qa.jsonl", "xquad-de-dev.json") if (EVAL_DIR / name).exists()
+          for item in load_qa(EVAL_DIR / name)[0]]
     random.Random(seed).shuffle(qs)
     return qs[:n] or ["Wie lange dauerte der Gipfel?"]
 

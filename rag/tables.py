@@ -31,6 +31,11 @@ DOC_INDEX = "CREATE INDEX chunks_by_doc ON chunks (doc_id, start)"
 _DOC_COLUMNS = "id, text, title, date, source, url, content_hash"
 
 
+def _row_document(row: tuple) -> Document:
+    """A Document from the columns _DOC_COLUMNS, in their order."""
+    return Document(id=row[0], text=row[1], title=row[2], date=row[3], source=row[4], url=row[5], content_hash=row[6])
+
+
 class TableWriter:
     """Writes a new version's chunk table row by row (documents stream through; nothing is held)."""
 
@@ -119,7 +124,7 @@ class ChunkStore:
                 row = self.db.execute(f"SELECT {_DOC_COLUMNS} FROM documents WHERE id = ?", (doc_id,)).fetchone()
                 if row is None:
                     return None
-                doc = Document(id=row[0], text=row[1], title=row[2], date=row[3], source=row[4], url=row[5], content_hash=row[6])
+                doc = _row_document(row)
                 self._docs.put(doc_id, doc)
             return doc
 
@@ -183,7 +188,7 @@ class ChunkStore:
         """Every document in the order written (for rewriting a version; not through the cache)."""
         sql = f"SELECT rowid, {_DOC_COLUMNS} FROM documents WHERE rowid > ? ORDER BY rowid LIMIT ?"
         for r in self._pages(sql, page):
-            yield Document(id=r[1], text=r[2], title=r[3], date=r[4], source=r[5], url=r[6], content_hash=r[7])
+            yield _row_document(r[1:])
 
     def iter_chunk_texts(self, page: int = 10_000) -> Iterator[tuple[int, str]]:
         """(chunk id, text) of every chunk in id order (not through the cache)."""
