@@ -157,7 +157,7 @@ def chat(
 
 @app.command("eval")
 def eval_(
-    file: Path = typer.Argument(..., help="Fragen: unser JSONL oder SQuAD-JSON (XQuAD, GermanQuAD)."),
+    files: list[Path] = typer.Argument(..., help="Fragen: unser JSONL oder SQuAD-JSON (XQuAD, GermanQuAD); mehrere zusammen."),
     corpus: Optional[list[Path]] = typer.Option(None, "--corpus", help="Korpusordner (mehrfach möglich; JSONL: Standard corpus/)."),
     distractors: Optional[Path] = typer.Option(None, "--distractors", help="Ablenkartikel: Ordner oder 10kGNAD-CSV."),
     distractors_limit: Optional[int] = typer.Option(None, "--distractors-limit", help="Nur die ersten N Ablenkartikel."),
@@ -186,7 +186,7 @@ def eval_(
         typer.echo("Fehler: --retriever muss hybrid, dense, bm25 oder all sein.", err=True)
         raise typer.Exit(2)
     try:
-        out = run_eval(file, corpus=corpus, distractors=distractors, distractors_limit=distractors_limit,
+        out = run_eval(files, corpus=corpus, distractors=distractors, distractors_limit=distractors_limit,
                        mode=retriever, k=k, failures_path=failures, cache_dir=cache, as_json=as_json,
                        show_progress=sys.stderr.isatty(), echo=lambda s: typer.echo(s, err=True), split=split,
                        readers=_readers(reader), after=after)
@@ -210,22 +210,48 @@ def train_reader(
     seed: int = typer.Option(0, "--seed", help="Zufallszahl: gleicher Seed, gleiche Gewichte."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochen (Standard aus TrainSettings)."),
     layers: Optional[int] = typer.Option(None, "--layers", help="Trainierte oberste Schichten (Standard aus TrainSettings)."),
+    langs: Optional[str] = typer.Option(None, "--langs", help="XQuAD-Sprachen, durch Kommas getrennt (Standard: de,en,es; all: alle 12)."),
+    news_share: Optional[float] = typer.Option(None, "--news-share", help="Anteil der Nachrichten-Trainingsartikel (Lernkurve)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Nur die ersten N Fragen je Teil (zum Ausprobieren)."),
+    calibrate_only: bool = typer.Option(
+        False, "--calibrate-only", help="Nur Kombinierer und Schwelle des Lesers unter --out neu anpassen (Gewichte bleiben)."
+    ),
 ) -> None:
-    """Den Leser trainieren: e5-small als Frage-Antwort-Leser, aus eval/ (news-qa + XQuAD), mit Dev-Auswertung."""
+    """Den Leser trainieren: e5-small als Frage-Antwort-Leser über alle Fenster einer Frage, aus eval/
+    (news-qa, news-qa-2, XQuAD), dann Kombinierer und Enthaltungsschwelle, mit Dev-Auswertung."""
     import dataclasses
 
-    from .reader.train import WEIGHTS_DIR, TrainSettings, run
+    from .reader.data import XQUAD_LANGS
+    from .reader.train import WEIGHTS_DIR, TrainSettings, recalibrate, run
 
-    changes = {k: v for k, v in {"seed": seed, "epochs": epochs, "trainable_layers": layers, "limit": limit}.items() if v is not None}
+    lang_list = None
+    if langs is not None:
+        lang_list = XQUAD_LANGS if langs.strip() == "all" else tuple(x.strip() for x in langs.split(",") if x.strip())
+        unknown = [x for x in lang_list if x not in XQUAD_LANGS]
+        if unknown:
+            typer.echo(f"Fehler: unbekannte XQuAD-Sprache {unknown[0]} (bekannt: {', '.join(XQUAD_LANGS)}).", err=True)
+            raise typer.Exit(2)
+    changes = {
+        k: v for k, v in {
+            "seed": seed, "epochs": epochs, "trainable_layers": layers, "limit": limit, "langs": lang_list, "news_share": news_share,
+        }.items() if v is not None
+    }
+    def log(line: str) -> None:
+        typer.echo(line, err=True)
+
     try:
-        manifest = run(dataclasses.replace(TrainSettings(), **changes), out_dir=out or WEIGHTS_DIR, log=lambda s: typer.echo(s, err=True))
+        if calibrate_only:
+            manifest = recalibrate(out or WEIGHTS_DIR, log=log)
+        else:
+            manifest = run(dataclasses.replace(TrainSettings(), **changes), out_dir=out or WEIGHTS_DIR, log=log)
     except RagError as e:
         _fail(e)
-    dev = manifest["dev"]["news"]
+    dev = manifest["dev"].get("news", {})
+    minutes = manifest.get("calibration_seconds", manifest["seconds"]) / 60
     typer.echo(
-        f"Leser gespeichert ({out or WEIGHTS_DIR}) · {manifest['seconds'] / 60:.0f} min · Dev (news-qa): "
-        f"EM {dev['exact_match']:.3f}, F1 {dev['f1']:.3f}"
+        f"Leser gespeichert ({out or WEIGHTS_DIR}) · {minutes:.0f} min · Dev (Nachrichten): "
+        f"bester Satz {dev.get('best_sentence_holds_answer', 0):.3f}, F1 {dev.get('f1', 0):.3f}, "
+        f"Schwelle {manifest['combiner']['threshold']:.3f}"
     )
 
 

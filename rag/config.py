@@ -43,22 +43,27 @@ class Config:
     # Answers (rag/answering/). Which sentence scorer and which answer-span reader: names registered
     # in rag.answering.scoring.SCORERS and rag.answering.reading.READERS. The reader may also be the
     # path of a local Hugging Face extractive-QA or sentence-transformers CrossEncoder folder.
-    # scorer "auto": "combined" (heuristic + reader margin) with a model reader, else "heuristic".
+    # scorer "auto": "reader" (the reader's calibrated probability) with a model reader, else "heuristic".
     scorer: str = "auto"
     reader: str = "trained"  # the reader trained by `rag train-reader`, shipped in rag/reader/weights/
-    # The model reader reads the best reader_top sentences (by the heuristic score), each with
-    # reader_context sentences before and after it, as in training. Runtime "torch" (bf16 products
-    # where the CPU has them natively, else float32); "onnx-int8" is faster but measured 6 points of
-    # answer F1 worse on the news dev split (int8 activations of the lower layers): not the default.
-    reader_top: int = 8
+    # What the model reader reads (rag.answering.windows): the best reader_top candidate sentences by
+    # prior + select_lexical_weight·overlap + select_typed_weight·typed (no embedding), each with
+    # reader_context sentences before and after it; neighbouring ones share a window up to
+    # reader_window_chars. Measured on the news-qa train split (README, The reader): ≈ 7 windows that
+    # hold the answer for 99 % of answerable questions. The trained reader is trained on exactly these
+    # windows: change them and it reads what it was not trained on. Runtime "torch" (bf16 products
+    # where the CPU has them natively, else float32); "onnx-int8" is faster but less accurate.
+    reader_top: int = 16
     reader_context: int = 1
-    reader_window_chars: int = 700  # neighbouring candidates share one window up to this length (read once)
+    reader_window_chars: int = 800
+    select_lexical_weight: float = 0.6
+    select_typed_weight: float = 0.2
     reader_backend: str = "torch"
-    reader_weight: float = 0.02  # combined score = heuristic + reader_weight · margin (bench/tune_reader.py)
-    # With a model reader, abstain when no read sentence's margin over "no answer" reaches this.
-    # Calibrated on the news-qa dev split (bench/tune_reader.py): 2 % of the answerable questions
-    # have a lower best margin; the unanswerable ones (13) are not separated from them by any margin.
-    reader_threshold: float = -4.7
+    # With a model reader, abstain when no sentence's probability of holding the answer reaches this.
+    # None: the threshold shipped with the trained reader (chosen on the dev split for ≤ 3 % of
+    # answerable news questions abstained; rag/reader/weights/manifest.json), or 0.0 (a margin) for a
+    # model the user brings.
+    reader_threshold: float | None = None
     # The heuristic scorer: dense + lexical_weight·overlap + typed_weight·typed + prior_weight·rank prior.
     answer_pool: int = 8  # merged passages whose sentences are ranked
     sentence_context: int = 1  # preceding sentences embedded with each candidate sentence
@@ -82,6 +87,9 @@ class Config:
     phrase_full_name_bonus: float = 1.0
     # Agreement across articles.
     agreement_margin: float = 0.08  # a different answer of another article this close to the best is a contradiction
+    # With the trained reader: a different answer of another article contradicts the best one when the
+    # reader accepts it (threshold) and finds it at least this share as probable.
+    contradiction_share: float = 0.5
     corroboration_margin: float = 0.2  # an agreeing answer of another article this close is quoted and grouped
     corroboration_window: int = 4  # agreeing sentences are looked for among the best answer_pool × this
     agreement_tolerance: float = 0.1  # durations and numbers within 10 % say the same ("rund zwei Stunden" = "2 h 5 min")
@@ -92,17 +100,19 @@ class Config:
     # XQuAD questions whose source paragraph was withheld from the index a median of 0.92.
     evidence_lexical_weight: float = 0.3
     abstain_threshold: float = 0.87
-    # Follow-up questions (rag/conversation.py). A chat is about the articles its previous answer
-    # quoted (the first topic_articles: weight 1, 1/2; earlier turns' articles × topic_decay per
-    # turn). Retrieval fuses the question alone (weight 1) with the question + the previous question
-    # (context_weight) and those articles' chunks (topic_weight × article weight); their candidate
-    # sentences score + topic_bonus × weight, and the reader reads the question with the previous
-    # one appended (context_reader). The history is not used when the question alone matches other
-    # chunks better than any chunk of those articles by more than topic_shift (cosine) or
-    # topic_shift_bm25 (BM25 score). A follow-up whose best answer comes from another article with a
-    # reader margin below stray_margin, while no sentence of the chat's articles reaches
-    # context_threshold, is abstained on. The last history_turns earlier questions count. Measured
-    # with `rag eval` on conversation files (README, Conversations).
+    # Follow-up questions (rag/conversation.py). A chat is about the articles its answers quoted (the
+    # first topic_articles: weight 1, 1/2; earlier turns' articles × topic_decay per turn). A question
+    # that does not name its own topic is read twice — alone, and in the chat's light: retrieval fuses
+    # the question alone (weight 1) with the question + the chat's anchor question (context_weight) and
+    # the chat's articles' chunks (topic_weight × article weight), and the reader reads the question
+    # with the anchor appended (context_reader) — and the reading with the higher calibrated
+    # probability answers. With the rules-only reader only the chat's reading is made, and its
+    # sentences of the chat's articles score + topic_bonus × weight. A question names its own topic
+    # when it matches other chunks better than any chunk of those articles by more than topic_shift
+    # (cosine) or topic_shift_bm25 (BM25 score). With context_threshold set, a follow-up whose best
+    # answer comes from another article with a reader margin below stray_margin, while no sentence of
+    # the chat's articles reaches context_threshold, is abstained on (off: README, Conversations).
+    # The last history_turns earlier questions count.
     history_turns: int = 20
     context_weight: float = 0.5
     topic_weight: float = 0.5

@@ -1,26 +1,27 @@
 """Follow-up questions: what the earlier questions of a chat add to the newest one.
 
-A chat's history is its earlier questions, oldest first. The chat is about the articles its
-previous answer quoted (`topic_after`: the first `Config.topic_articles` weigh 1, 1/2; articles
-of earlier turns fade by `Config.topic_decay` a turn; an abstention keeps the topic). The answer
-stage remembers that per index version (rag.answering.pipeline.chat_topic), so in a chat nothing
-is answered twice. A follow-up („Und wer hat das gemeldet?“, „Wie heißt dieser Berater?“) leans on
-it: retrieval fuses (weighted reciprocal rank fusion, as hybrid retrieval does)
+A chat's history is its earlier questions, oldest first. Where the chat stands after a turn is a
+`ChatState`: the articles its answers quoted (`topic_after`: the first `Config.topic_articles`
+weigh 1, 1/2; articles of earlier turns fade by `Config.topic_decay` a turn), the question that set
+its subject (the *anchor*: the last question read on its own — the first, or one that named its own
+topic) and the previous answer's span. An abstention changes none of them. The answer stage
+remembers the state per index version (rag.answering.pipeline.chat_state), so in a chat nothing is
+answered twice.
+
+Every question in a chat is read on its own; one that does not name its own topic
+(`names_own_topic`) is read in the chat's light as well, and the reading the trained reader is surer
+of answers (rag.answering.pipeline). The chat's reading ranks by weighted reciprocal rank fusion
 
 - the question alone (its usual lists, full weight);
-- the question with the previous question appended (`Config.context_weight`): the missing subject
-  or event comes from there;
+- the question with the anchor appended (`Config.context_weight`): the missing subject or event;
 - the chunks of the chat's articles ranked by their similarity to the question
-  (`Config.topic_weight` × the article's weight): the prior on the last answer's articles;
-
-and the answer stage gives their sentences a bonus and lets the reader read the question with the
-previous one appended (rag.answering.pipeline).
+  (`Config.topic_weight` × the article's weight): the prior on the last answers' articles.
 
 A question that names its own topic („Wie hoch war Österreichs Arbeitslosenquote im April?“ after a
-chat about a summit) is answered as if there were no history (`names_own_topic`): the question
-alone matches chunks elsewhere clearly better than anything in the chat's articles. The weights and
-thresholds were measured with `rag eval` on conversation files and on self-contained questions
-asked after unrelated chats (README, Conversations).
+chat about a summit) is read on its own only: the question alone matches chunks elsewhere clearly
+better than anything in the chat's articles. The weights and thresholds were measured with
+`rag eval` on conversation files and on self-contained questions asked after unrelated chats
+(README, Conversations).
 """
 from __future__ import annotations
 
@@ -35,15 +36,34 @@ from .retrieval import Candidates, Filters, clean_question, fuse, merge_spans, s
 if TYPE_CHECKING:
     from .store import Index
 
-__all__ = ["Context", "clean_history", "contextual_candidates", "contextual_ranking", "names_own_topic", "topic_after"]
+__all__ = [
+    "ChatState", "Context", "clean_history", "contextual_candidates", "contextual_ranking", "names_own_topic", "topic_after",
+]
 
 
 @dataclass(frozen=True)
 class Context:
     """What a follow-up was answered in the light of."""
 
-    question: str  # the earlier question it leaned on (the previous one)
+    question: str  # the earlier question it leaned on (the one that set the chat's subject)
     articles: dict[str, float]  # the articles the chat is about → prior weight (1 for the last answer's first)
+
+
+@dataclass(frozen=True)
+class ChatState:
+    """Where a chat stands after a turn: what the next question may lean on."""
+
+    topic: dict[str, float]  # the articles the chat is about → weight (topic_after)
+    anchor: str | None = None  # the last self-contained question of this topic: what „Bezogen auf“ names
+    last_answer: tuple[str, int, int] | None = None  # (doc, start, end) of the previous answer: a follow-up asks for something new
+
+    def after(self, answered: Sequence[str], decay: float, articles: int, anchor: str | None,
+              last_answer: tuple[str, int, int] | None) -> "ChatState":
+        """The state after a turn whose answer quoted `answered` (doc ids, best first; [] when it
+        abstained: the chat keeps its topic, subject and last answer)."""
+        if not answered:
+            return self
+        return ChatState(topic_after(answered, self.topic, decay, articles), anchor, last_answer)
 
 
 def clean_history(history: Sequence[str] | None, turns: int, max_chars: int) -> tuple[str, ...]:
@@ -123,8 +143,9 @@ def names_own_topic(
 def contextual_candidates(
     index: "Index", question: str, previous: str, topic: dict[str, float], mode: str | None = None, filters: Filters | None = None
 ) -> tuple[Candidates, Context | None]:
-    """Like rag.retrieval.find_candidates, for a question asked after `previous` in a chat about
-    the `topic` articles (topic_after)."""
+    """Like rag.retrieval.find_candidates, for a question asked in a chat whose subject `previous`
+    set (its anchor) and which is about the `topic` articles (topic_after); the context is None
+    when the question names its own topic."""
     q = clean_question(question, index.config.max_question_chars)
     allowed = filters.allowed(index.documents) if filters is not None else None
     ranked, context = contextual_ranking(index, q, previous, topic, mode, allowed)

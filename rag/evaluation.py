@@ -61,6 +61,7 @@ class QAItem:
     group: str | None = None  # the article it was written on: train/dev splits go by it
     history: list[str] = field(default_factory=list)  # earlier questions of its chat, oldest first
     turn: int | None = None  # 0-based position in its chat (conversation files)
+    kind: str | None = None  # a chat turn's kind (CHAT_KINDS), where the file gives one
 
     @property
     def answerable(self) -> bool:
@@ -78,7 +79,9 @@ class QuestionResult:
     latency_ms: float
     retrieved: list[str] | None = None  # doc ids of RagService.retrieve(question, k), when there is one
     context: str | None = None  # the earlier question the answer leaned on (Answer.context)
+    withheld: list[dict] = field(default_factory=list)  # when abstained: the quotes it would have given (Answer.withheld)
     rank: int | None = None  # 1-based rank of the first quote containing an answer
+    best_guess_hit: bool = False  # the first quote, given or withheld, holds an answer (risk–coverage)
     source_hit: bool = False
     retrieval_source_hit: bool = False
     highlight_hit: bool = False
@@ -226,9 +229,15 @@ def is_conversation_file(path: str | Path) -> bool:
     return isinstance(first, dict) and "turns" in first
 
 
+# The kinds of chat turns (conversations-dev2.jsonl): the chat's first question; a follow-up that
+# cannot be understood alone; a self-contained question about another story; a question no article
+# answers; a follow-up about a detail no article gives.
+CHAT_KINDS = ("first", "follow", "switch", "unrelated", "follow-unanswerable")
+
+
 def load_conversations(path: str | Path) -> list[QAItem]:
-    """Chats, one JSON object per line: ``{"id", "turns": [{"question", "answers", "doc"}, …]}``
-    (``answers: []``: the corpus does not answer that turn). One item per turn, id ``<chat>#<n>``
+    """Chats, one JSON object per line: ``{"id", "turns": [{"question", "answers", "doc", "kind"?}, …]}``
+    (``answers: []``: the corpus does not answer that turn; `kind`: one of CHAT_KINDS). One item per turn, id ``<chat>#<n>``
     (n from 1), with the chat's earlier questions as `history`, in chat order."""
     path = Path(path)
     items: list[QAItem] = []
@@ -251,7 +260,8 @@ def load_conversations(path: str | Path) -> list[QAItem]:
             doc = turn.get("doc") if isinstance(turn.get("doc"), str) else None
             sources = _str_list(turn.get("sources"), where, "sources") or ([doc] if doc and answers else [])
             question = turn["question"].strip()
-            items.append(QAItem(f"{chat}#{n + 1}", question, answers, sources, group=doc, history=list(history), turn=n))
+            kind = turn.get("kind") if isinstance(turn.get("kind"), str) else None
+            items.append(QAItem(f"{chat}#{n + 1}", question, answers, sources, group=doc, history=list(history), turn=n, kind=kind))
             history.append(question)
     if not items:
         raise RagError(f"Keine Gespräche in {path}.")
@@ -358,14 +368,10 @@ GNAD_CSV = EVAL_DIR / "data" / "10kGNAD-test.csv"
 
 def load_gnad(path: str | Path = GNAD_CSV) -> list[Document]:
     """The 10kGNAD articles as news-qa names them: `gnad-NNNN`, the 0-based CSV row."""
-    from .reader.data import read_gnad
-
-    docs = []
-    for i, raw in enumerate(read_gnad(Path(path))):
-        text = raw.strip()
-        if text:
-            docs.append(Document(id=f"gnad-{i:04d}", text=text, title=make_title(text[:1000]), date=None, source=f"10kGNAD#{i}"))
-    return docs
+    return [
+        Document(id=f"gnad-{row_no - 1:04d}", text=text, title=make_title(text[:1000]), date=None, source=f"10kGNAD#{row_no - 1}")
+        for row_no, _, text in gnad_rows(path)
+    ]
 
 
 def load_distractors(path: str | Path, limit: int | None = None) -> list[Document]:
@@ -503,6 +509,7 @@ def run_questions(
         passages = [] if ans.abstained else list(ans.passages)[:k]
         r = QuestionResult(item, bool(ans.abstained), float(ans.confidence), [_passage_dict(p) for p in passages], ms)
         r.context = getattr(ans, "context", None)
+        r.withheld = [_passage_dict(p) for p in getattr(ans, "withheld", [])[:1]]
         if retrieve is not None:
             r.retrieved = [p.doc_id for p in retrieve(item.question, k=k, mode=mode)]
         score_result(r, k)
@@ -525,6 +532,8 @@ def score_result(r: QuestionResult, k: int) -> QuestionResult:
     r.rank = next((n for n, p in enumerate(quotes, 1) if answers and contains_answer(p["text"], answers)), None)
     r.source_hit = any(p["doc_id"] in sources for p in quotes)
     r.retrieval_source_hit = r.retrieved is not None and any(d in sources for d in r.retrieved[:k])
+    guess = (quotes or r.withheld)[:1]
+    r.best_guess_hit = bool(guess) and bool(answers) and contains_answer(guess[0]["text"], answers)
     r.highlight_hit = bool(quotes) and bool(answers) and contains_answer(quotes[0]["highlighted"], answers)
     r.phrase_hit = bool(quotes) and bool(answers) and contains_answer(quotes[0].get("answer_text", quotes[0]["highlighted"]), answers)
     if quotes and answers:
@@ -538,6 +547,22 @@ def percentile(values: Sequence[float], q: float) -> float | None:
         return None
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+COVERAGES = (1.0, 0.9, 0.8, 0.7)
+
+
+def risk_coverage(confidence: Sequence[float], correct: Sequence[bool], coverages: Sequence[float] = COVERAGES) -> dict[str, float]:
+    """Accuracy among the `coverage` share of questions answered with the highest confidence
+    ("100%" … "70%"; {} for no questions)."""
+    if not len(confidence):
+        return {}
+    order = sorted(range(len(confidence)), key=lambda i: -confidence[i])
+    out = {}
+    for c in coverages:
+        n = max(1, int(round(c * len(order))))
+        out[f"{round(c * 100)}%"] = sum(bool(correct[i]) for i in order[:n]) / n
+    return out
 
 
 def _ratio(num: int, den: int) -> float | None:
@@ -578,6 +603,9 @@ def compute_metrics(results: Sequence[QuestionResult], k: int = 5, mode: str | N
     m["wrongly_answered"] = sum(1 for r in unanswerable if not r.abstained)
     lengths = [len(p["text"]) for r in results for p in r.passages]
     m["median_quote_chars"] = statistics.median(lengths) if lengths else None
+    # First-quote accuracy when only the most confident answerable questions are answered (an
+    # abstained question counts with the quote it withheld).
+    m["risk_coverage"] = risk_coverage([r.confidence for r in answerable], [r.best_guess_hit for r in answerable])
     chatted = [r for r in results if r.item.history]
     # Share of questions asked with a history whose answer leaned on it (Answer.context).
     m["context_used"] = _ratio(sum(1 for r in chatted if r.context), len(chatted)) if chatted else None
@@ -668,6 +696,9 @@ def format_metrics(m: dict, title: str = "") -> str:
     rows.append(label("Enthaltung / abstention recall") + f"{_pc(v)} {_count(v, m['unanswerable'])}")
     rate = _pc(m["wrongly_abstained_rate"]).strip()
     rows.append(label("fälschlich enthalten / wrongly abstained") + f"{m['wrongly_abstained']} ({rate} der beantwortbaren/of answerable)")
+    if m.get("risk_coverage"):
+        cells = " · ".join(f"{c}: {_pc(v).strip()}" for c, v in m["risk_coverage"].items())
+        rows.append(label("Risiko/risk–coverage (erstes Zitat, sicherste)") + cells)
     chars = m["median_quote_chars"]
     rows.append(label("Zitatlänge / quote length (median)") + ("n/a" if chars is None else f"{chars:.0f} Zeichen/chars"))
     if m["latency_p50_ms"] is not None:
@@ -689,7 +720,7 @@ def result_dict(r: QuestionResult) -> dict:
 
 
 def run_eval(
-    file: str | Path,
+    file: str | Path | Sequence[str | Path],
     corpus: Sequence[str | Path] | None = None,
     distractors: str | Path | None = None,
     distractors_limit: int | None = None,
@@ -713,19 +744,24 @@ def run_eval(
     every one. `readers`: the `Config.reader` values to compare (default: the config's).
 
     A conversation file (load_conversations) is asked twice, turn by turn with the chat's history
-    and every turn alone, and reported per turn position (first turns, follow-ups). `after`: a
+    and every turn alone, and reported per kind of turn where the file names them (CHAT_KINDS),
+    else per turn position (first turns, follow-ups). `after`: a
     conversation file; every question is also asked after a random unrelated chat of it."""
-    file = Path(file)
+    files = [Path(f) for f in ([file] if isinstance(file, (str, Path)) else file)]
+    if not files:
+        raise RagError("Keine Fragendatei angegeben.")
     if k < 1:
         raise RagError("-k muss mindestens 1 sein.")
     config = config or Config()
     if mode in MODES:
         config = config.replace(retriever=mode)
-    chat_file = is_conversation_file(file)
+    chat_file = is_conversation_file(files[0])
+    if len(files) > 1 and any(is_conversation_file(f) for f in files):
+        raise RagError("Gesprächsdateien werden einzeln ausgewertet (eine Datei je Aufruf).")
     if chat_file:
-        items, documents = load_conversations(file), None
+        items, documents = load_conversations(files[0]), None
     else:
-        items, documents = load_qa(file)
+        items, documents = _load_many(files)
     items = select_split(items, split)
     background = load_conversations(after) if after is not None else []
     documents = list(documents or [])
@@ -758,7 +794,14 @@ def run_eval(
     echo(f"Index {index.root}: {index.last_build.line()}")
 
     # (column suffix, questions, ask with their history?, which of the results count)
-    if chat_file:
+    kinds = [kd for kd in CHAT_KINDS if any(it.kind == kd for it in items)] if chat_file else []
+    if kinds:
+        # Per kind of turn: asked alone, and in its chat (the two runs through the chats give every column).
+        runs = [
+            (f"{kd} {label}", items, with_history, lambda it, kd=kd: it.kind == kd)
+            for kd in kinds for label, with_history in (("allein", False), ("im Gespräch", True))
+        ]
+    elif chat_file:
         runs = [
             ("erste Fragen", items, True, lambda it: it.turn == 0),
             ("Folgefragen ohne Verlauf", items, False, lambda it: bool(it.turn)),
@@ -793,7 +836,8 @@ def run_eval(
                 results, seconds = done[key]
                 results = [r for r in results if keep is None or keep(r.item)]
                 metrics = compute_metrics(results, k=k, mode=m_name or config.retriever)
-                metrics.update(reader=reader, split=split, file=str(file), documents=len(index.documents), seconds=round(seconds, 1))
+                metrics.update(reader=reader, split=split, file=" + ".join(map(str, files)), documents=len(index.documents),
+                               seconds=round(seconds, 1))
                 by_mode[column] = metrics
                 if failures_path is not None:
                     path = Path(failures_path)
@@ -802,16 +846,31 @@ def run_eval(
                     n = write_failures(results, path)
                     echo(f"{n} Fehlschläge → {path}")
     if len(by_mode) > 1:
-        title = f"{file.name} · {len(index.documents)} Dokumente/documents"
+        title = f"{' + '.join(f.name for f in files)} · {len(index.documents)} Dokumente/documents"
         return metrics_json(by_mode) if as_json else format_comparison(by_mode, title=title)
     if as_json:
         return metrics_json(metrics)
-    return format_metrics(metrics, title=f"{file.name} · {metrics['documents']} Dokumente/documents")
+    return format_metrics(metrics, title=f"{' + '.join(f.name for f in files)} · {metrics['documents']} Dokumente/documents")
+
+
+def _load_many(files: Sequence[Path]) -> tuple[list[QAItem], list[Document] | None]:
+    """The questions of several question files, asked together (question ids must stay unique)."""
+    items: list[QAItem] = []
+    documents: list[Document] = []
+    for f in files:
+        more, docs = load_qa(f)
+        items += more
+        documents += docs or []
+    ids = [it.id for it in items]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise RagError(f"Frage-ID {dup} kommt in mehreren Fragendateien vor.")
+    return items, documents or None
 
 
 def select_split(items: Sequence[QAItem], split: str) -> list[QAItem]:
     """The questions of one side of the reader's training split (by article; see rag.reader.data)."""
-    from .reader.data import DEV_SHARE, is_dev
+    from .reader.split import DEV_SHARE, is_dev
 
     if split not in ("all", "dev", "train"):
         raise RagError(f"Unbekannter Teil: {split} (erlaubt: all, dev, train)")
@@ -843,6 +902,10 @@ _COMPARE_ROWS = [
     ("abstention precision", "abstention_precision", "pc"),
     ("abstention recall", "abstention_recall", "pc"),
     ("wrongly abstained", "wrongly_abstained", "int"),
+    ("first quote, 100 % most confident answered", ("risk_coverage", "100%"), "pc"),
+    ("first quote, 90 % most confident answered", ("risk_coverage", "90%"), "pc"),
+    ("first quote, 80 % most confident answered", ("risk_coverage", "80%"), "pc"),
+    ("first quote, 70 % most confident answered", ("risk_coverage", "70%"), "pc"),
     ("median quote length (chars)", "median_quote_chars", "int"),
     ("answer latency p50 / p95 (ms)", "latency_p50_ms", "lat"),
 ]
@@ -858,7 +921,7 @@ def format_comparison(by_mode: dict, title: str = "") -> str:
     for label, key, kind in _COMPARE_ROWS:
         cells = []
         for m in by_mode.values():
-            v = m.get(key)
+            v = (m.get(key[0]) or {}).get(key[1]) if isinstance(key, tuple) else m.get(key)
             if v is None:
                 cells.append("n/a")
             elif kind == "pc":

@@ -30,11 +30,14 @@ def seed_index(tmp_path_factory, seed_corpus):
 
 @pytest.fixture(scope="session")
 def fake_seed_index(tmp_path_factory):
-    """The seed articles indexed with the fake embedder: for fast plumbing tests only."""
+    """The seed articles indexed with the fake embedder: for fast plumbing tests only. Answers use
+    the rules alone (the trained reader costs ≈ 1 s an answer); a test of the reader asks for it
+    (`index.with_config(index.config.replace(reader="trained"))`)."""
     from fakes import FakeEmbedder
+    from rag import Config
     from rag.store import build_index
 
-    return build_index(SEEDS, tmp_path_factory.mktemp("fake-seed-index"), embedder=FakeEmbedder())
+    return build_index(SEEDS, tmp_path_factory.mktemp("fake-seed-index"), Config(reader="heuristic"), embedder=FakeEmbedder())
 
 
 @pytest.fixture(scope="session")

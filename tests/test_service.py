@@ -11,7 +11,8 @@ from rag.api import register, service
 from rag.corpus import Document
 from rag.service import RagService
 
-NO_ABSTAIN = Config(abstain_threshold=-1.0)  # the fake embedder's similarities are far below the real model's
+# Plumbing: the rules-only reader, never abstaining (the fake embedder's similarities are far below the real model's).
+NO_ABSTAIN = Config(reader="heuristic", abstain_threshold=-1.0)
 
 
 @pytest.fixture

@@ -266,7 +266,8 @@ def test_memos_forget_the_least_recently_used_entry_first():
 def test_index_memos_are_cleared_through_one_method(fake_seed_index):
     from rag.answering import answer
 
-    idx = load_index(fake_seed_index.root, Config(abstain_threshold=-1.0), embedder=FakeEmbedder())
+    # The rules-only reader embeds the candidate sentences, so every memo fills.
+    idx = load_index(fake_seed_index.root, Config(reader="heuristic", abstain_threshold=-1.0), embedder=FakeEmbedder())
     answer(idx, "Wie lange dauerte der Videogipfel?")
     sizes = idx.cache_sizes()
     assert sizes["queries"] == 1 and sizes["sentence_vectors"] > 0 and sizes["sentence_spans"] > 0

@@ -231,8 +231,9 @@ def fake_app(tmp_path_factory):
     corpus.mkdir()
     for p in SEEDS.glob("*.txt"):
         shutil.copy(p, corpus / p.name)
-    # The fake model's similarities are low: never abstain, these tests are about plumbing.
-    demo = create_app(root / "index", corpus, config=Config(abstain_threshold=-1.0), embedder=FakeEmbedder())
+    # These tests are about plumbing: the rules-only reader (the trained one is tested with the real
+    # model), which never abstains here (the fake model's similarities are low).
+    demo = create_app(root / "index", corpus, config=Config(reader="heuristic", abstain_threshold=-1.0), embedder=FakeEmbedder())
     return demo
 
 

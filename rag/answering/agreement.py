@@ -89,7 +89,8 @@ def agreement_of(
 
 
 def corroborating(
-    ranked: Sequence[Candidate], kind: str | None, text_of: Callable[[str], str], config: Config
+    ranked: Sequence[Candidate], kind: str | None, text_of: Callable[[str], str], config: Config, threshold: float | None = None,
+    embed: Callable[[list[Candidate]], None] | None = None,
 ) -> list[tuple[Candidate, str]]:
     """The answer of the best candidate and, per other article, the sentence that says the same,
     as (candidate, phrase), best first; `ranked` is sorted by score, `text_of(doc_id)` gives a
@@ -98,7 +99,13 @@ def corroborating(
     Reports of one event repeat its facts, so an agreeing sentence of another article counts even
     somewhat below the best score (`corroboration_margin`). Of an article's agreeing sentences the one
     closest in meaning to the best one is taken: it is about the same event, where another sentence
-    with the same figure may be about an earlier one ("das Treffen in Genf dauerte fast zwei Stunden")."""
+    with the same figure may be about an earlier one ("das Treffen in Genf dauerte fast zwei Stunden").
+
+    With a calibrated scorer (`threshold`, rag.answering.calibration) only answers it accepts take
+    part: the best one and each agreeing one must score at least `threshold` — a green agreement
+    line never stands over spans the reader does not believe. Without one, the rules' margins
+    decide (`agreement_margin`, `corroboration_margin`). `embed` gives candidates their sentence
+    vectors where they lack them (the trained reader's ranking needs none)."""
     # Without a known kind only a model reader's spans are compared (word for word).
     if not ranked or (kind is None and ranked[0].no_answer is None):
         return []
@@ -107,20 +114,30 @@ def corroborating(
     def phrase(c: Candidate) -> str:
         return text_of(c.doc_id)[c.span[0] : c.span[1]]
 
+    if threshold is not None:
+        window = [c for c in window if c.score >= threshold]
+
     # The anchor: the best sentence with an answer span, if it is nearly as good as the best overall.
     anchor = window[0] if window else None
-    if anchor is None or anchor.score < ranked[0].score - config.agreement_margin:
+    if anchor is None or (threshold is None and anchor.score < ranked[0].score - config.agreement_margin):
+        return []
+    if threshold is not None and anchor is not ranked[0]:
         return []
     a_phrase = phrase(anchor)
-    members: dict[str, tuple[float, Candidate, str]] = {}
+    agreeing: dict[str, list[tuple[Candidate, str]]] = {}
     for c in window:
-        # In the rules' units: a reader that did not read a sentence has no say on its distance.
-        if c.doc_id == anchor.doc_id or c.heuristic < anchor.heuristic - config.corroboration_margin:
+        if c.doc_id == anchor.doc_id or (threshold is None and c.score < anchor.score - config.corroboration_margin):
             continue
         p = phrase(c)
-        if not same_answer(a_phrase, p, kind, config.agreement_tolerance):
-            continue
-        sim = float(c.vec @ anchor.vec) if c.vec is not None and anchor.vec is not None else c.score
-        if c.doc_id not in members or sim > members[c.doc_id][0]:
-            members[c.doc_id] = (sim, c, p)
+        if same_answer(a_phrase, p, kind, config.agreement_tolerance):
+            agreeing.setdefault(c.doc_id, []).append((c, p))
+    several = [c for pairs in agreeing.values() if len(pairs) > 1 for c, _ in pairs]
+    if several and embed is not None:
+        embed([anchor, *several])  # only where an article has more than one agreeing sentence to choose from
+    members: dict[str, tuple[float, Candidate, str]] = {}
+    for doc, pairs in agreeing.items():
+        for c, p in pairs:
+            sim = float(c.vec @ anchor.vec) if c.vec is not None and anchor.vec is not None else c.score
+            if doc not in members or sim > members[doc][0]:
+                members[doc] = (sim, c, p)
     return [(anchor, a_phrase)] + [(c, p) for _, c, p in sorted(members.values(), key=lambda m: -m[1].score)]

@@ -1,9 +1,10 @@
 """Abstention: is there enough evidence that the corpus answers the question at all?
 
-Measured apart from the sentence scorer, so that tuning or replacing the ranking does not move
-the calibrated thresholds. With a model reader the evidence is the reader's best margin over
-"no answer" among the sentences it read (`Config.reader_threshold`); with the heuristic reader it
-is the best similarity + overlap of any candidate (`Config.abstain_threshold`).
+With the trained reader the evidence is the best calibrated probability that a sentence holds the
+answer (`rag.answering.calibration`), against the threshold shipped with the reader (chosen on the
+dev split; `Config.reader_threshold` overrides it). With the rules alone it is the best similarity
++ overlap of any candidate (`Config.abstain_threshold`), apart from the rules' ranking so that
+tuning the ranking does not move it.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ ABSTAIN_MESSAGE = "Das steht nicht im Korpus: keiner der Artikel beantwortet die
 @dataclass(frozen=True)
 class Evidence:
     strength: float
-    source: str  # "reader" (margin over no answer) or "similarity" (dense + overlap)
+    source: str  # "reader" (the calibrated scorer's best score) or "similarity" (dense + overlap)
+    limit: float  # abstain below this
 
 
 def evidence(candidates: Sequence[Candidate], config: Config) -> float:
@@ -29,19 +31,19 @@ def evidence(candidates: Sequence[Candidate], config: Config) -> float:
     return max((c.dense + config.evidence_lexical_weight * c.lexical for c in candidates), default=0.0)
 
 
-def weigh(candidates: Sequence[Candidate], config: Config) -> Evidence:
-    """The reader's best margin where a reader gave its no-answer opinion, else `evidence()`."""
-    margins = [-c.no_answer for c in candidates if c.no_answer is not None]
-    if margins:
-        return Evidence(max(margins), "reader")
-    return Evidence(evidence(candidates, config), "similarity")
+def weigh(candidates: Sequence[Candidate], config: Config, threshold: float | None = None) -> Evidence:
+    """With a calibrated scorer (its `threshold`): the best score of a sentence the reader read
+    (candidates carry their `score`); else `evidence()` against `Config.abstain_threshold`."""
+    if threshold is not None:
+        read = [c.score for c in candidates if c.no_answer is not None]
+        return Evidence(max(read, default=0.0), "reader", threshold)
+    return Evidence(evidence(candidates, config), "similarity", config.abstain_threshold)
 
 
 def abstains(strength: float | Evidence, config: Config) -> bool:
-    """Whether evidence of this strength is too weak to answer."""
+    """Whether evidence of this strength is too weak to answer (a bare number: similarity evidence)."""
     if isinstance(strength, Evidence):
-        limit = config.reader_threshold if strength.source == "reader" else config.abstain_threshold
-        return strength.strength < limit
+        return strength.strength < strength.limit
     return strength < config.abstain_threshold
 
 

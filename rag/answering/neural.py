@@ -1,11 +1,15 @@
-"""The trained reader at answer time, and the scorer that combines it with the heuristic ranking.
+"""The model reader at answer time, and the scorer that ranks by its calibrated probability.
 
-`ModelReader` (the trained reader, or a model the user brings) reads the best `reader_top`
-candidates (by the heuristic score) each in its window
-(the sentence with its neighbours, as in training) and marks the span the network finds inside
-the sentence, with its margin over "no answer". Candidates it does not read keep the heuristic
-typed phrase. `CombinedScorer` ranks by heuristic score + `reader_weight` · margin; abstention uses
-the best margin (`rag.answering.evidence`).
+`ModelReader` (the trained reader, or a model the user brings) reads the windows the answer stage
+planned (`rag.answering.windows`: `Candidate.window`), each once, and gives every sentence in them
+its best span. The trained reader was trained with one softmax over all windows of a question and
+"no answer" (shared-norm, `rag.reader.train`), so its scores combine into log-probabilities that
+mean the same in every window (`shared_norm`). Candidates it does not read keep the rules' typed
+phrase and no opinion.
+
+`ReaderScorer` ranks by the calibrated probability that a sentence holds the answer (`Combiner`,
+fitted and shipped with the weights, with the abstention threshold). With a model the user brings
+(no combiner) it ranks by the reader's margin and abstains below `Config.reader_threshold`.
 
 `Config.reader` names the model: "trained" (the weights shipped in `rag/reader/weights/`) or the
 path of a local Hugging Face extractive-QA or CrossEncoder folder (`rag.reader.external`).
@@ -20,19 +24,22 @@ from typing import Sequence
 import numpy as np
 
 from ..config import Config
+from ..errors import ModelError
+from .calibration import Combiner
 from .candidates import Candidate
 from .phrases import complete_value
-from .reading import Documents, HeuristicReader, Reading
-from .scoring import HeuristicScorer
+from .reading import Documents, Reading
 
-__all__ = ["ModelReader", "CombinedScorer", "load_window_reader", "plan_windows"]
+__all__ = ["ModelReader", "ReaderScorer", "load_window_reader", "shared_norm", "WEIGHTS_DIR"]
+
+# The shipped reader (written by `rag train-reader`).
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "reader" / "weights"
 
 
 @functools.lru_cache(maxsize=4)
 def load_window_reader(spec: str, backend: str = "torch"):
     """The network behind `Config.reader`: the shipped weights for "trained", else a user's folder."""
     from ..reader.runtime import NeuralReader
-    from ..reader.train import WEIGHTS_DIR
 
     if spec == "trained":
         return NeuralReader(WEIGHTS_DIR, backend=backend)
@@ -41,77 +48,90 @@ def load_window_reader(spec: str, backend: str = "torch"):
     return load_external_reader(Path(spec).expanduser())
 
 
+def _logsumexp(values: Sequence[float]) -> float:
+    m = max(values)
+    return m + math.log(sum(math.exp(v - m) for v in values))
+
+
+def shared_norm(readings: Sequence, window_of: Sequence[object]) -> tuple[list[float], float] | None:
+    """Log-probabilities of each reading's span among all windows read for a question, and of
+    "no answer": one softmax over every window's start (and end) logits, as in training.
+    `window_of[i]` names the window of `readings[i]` (several readings share a window). None when
+    the reader gives no token logits (a CrossEncoder)."""
+    if not readings or any(r.norm is None or r.score is None for r in readings):
+        return None
+    windows = {w: r for w, r in zip(window_of, readings)}
+    z_start = _logsumexp([r.norm[0] for r in windows.values()])
+    z_end = _logsumexp([r.norm[1] for r in windows.values()])
+    null = _logsumexp([r.null[0] for r in windows.values()]) - z_start + _logsumexp([r.null[1] for r in windows.values()]) - z_end
+    return [r.score - z_start - z_end for r in readings], null
+
+
 class ModelReader:
+    """Reads the planned windows; every candidate with a window gets a span and the reader's scores."""
+
+    reads_windows = True  # the answer stage plans windows for it (rag.answering.windows)
+
     def __init__(self, config: Config, model=None):
         self.config = config
         self.model = model if model is not None else load_window_reader(config.reader, config.reader_backend)
-        self.heuristic = HeuristicReader(config)
-        self.prescore = HeuristicScorer(config)
 
     def __call__(self, question: str, candidates: Sequence[Candidate], docs: Documents) -> list[Reading]:
-        readings = self.heuristic(question, candidates, docs)
-        if not candidates:
+        readings = [Reading(0.0, c.phrase) for c in candidates]
+        read = [i for i, c in enumerate(candidates) if c.window is not None]
+        if not read:
             return readings
-        # Which sentences to read: the heuristic ranking with its typed phrases (features are set).
-        for c, r in zip(candidates, readings):
-            c.span = r.span
-        order = [int(i) for i in np.argsort(-self.prescore(question, candidates), kind="stable")[: self.config.reader_top]]
-        chosen = [candidates[i] for i in order]
-        spans = plan_windows(docs, chosen, self.config.reader_context, self.config.reader_window_chars)
-        windows = [docs.documents[c.doc_id].text[a:b] for c, (a, b) in zip(chosen, spans)]
-        focus = [(c.start - a, c.end - a) for c, (a, _) in zip(chosen, spans)]
-        for i, (fs, fe), r in zip(order, focus, self.model.read(question, windows, focus=focus), strict=True):
+        windows = [(candidates[i].doc_id, *candidates[i].window) for i in read]
+        texts = [docs.documents[d].text[a:b] for d, a, b in windows]
+        focus = [(candidates[i].start - a, candidates[i].end - a) for i, (_, a, _) in zip(read, windows)]
+        results = self.model.read(question, texts, focus=focus)
+        normed = shared_norm(results, windows)
+        for n, (i, (fs, fe), r) in enumerate(zip(read, focus, results, strict=True)):
             c = candidates[i]
-            span = readings[i].span
+            span = c.phrase
             if r.span is not None and fs <= r.span[0] < r.span[1] <= fe:
-                a, b = complete_value(c.text, (r.span[0] - fs, r.span[1] - fs))
-                span = (c.start + a, c.start + b)
-            readings[i] = Reading(score=r.margin, span=span, no_answer=-r.margin)
+                s, e = complete_value(c.text, (r.span[0] - fs, r.span[1] - fs))
+                span = (c.start + s, c.start + e)
+            log_prob, null = (normed[0][n], normed[1]) if normed else (None, None)
+            readings[i] = Reading(score=r.margin, span=span, no_answer=-r.margin, log_prob=log_prob, log_prob_null=null)
         return readings
 
 
-def plan_windows(docs: Documents, cands: Sequence[Candidate], context: int, max_chars: int) -> list[tuple[int, int]]:
-    """Per candidate, the window it is read in (document offsets): its sentence with `context`
-    sentences before and after it, as in training. Candidates of one article whose windows
-    overlap or touch share one window while it stays within `max_chars`: it is read once."""
-    out: list[tuple[int, int]] = [(0, 0)] * len(cands)
-    by_doc: dict[str, list[tuple[int, int]]] = {}
-    for pos, c in enumerate(cands):
-        sents = docs.sentences(c.doc_id)
-        by_doc.setdefault(c.doc_id, []).append((next(j for j, (s, _) in enumerate(sents) if s == c.start), pos))
-    for doc_id, members in by_doc.items():
-        sents = docs.sentences(doc_id)
-        group: list[tuple[int, int]] = []
-        for i, pos in sorted(members) + [(10**9, -1)]:  # a sentinel closes the last group
-            if group and i - group[-1][0] <= 2 * context + 1 and i < 10**9:
-                a, b = _around(sents, group[0][0], i, context)
-                if b - a <= max_chars:
-                    group.append((i, pos))
-                    continue
-            if group:
-                window = _around(sents, group[0][0], group[-1][0], context)
-                for _, p in group:
-                    out[p] = window
-            group = [(i, pos)]
-    return out
+@functools.lru_cache(maxsize=1)
+def shipped_combiner() -> Combiner:
+    """The combiner and threshold shipped with the trained reader (its manifest)."""
+    from ..reader.runtime import read_manifest
+
+    weights_dir = WEIGHTS_DIR
+    manifest = read_manifest(weights_dir)
+    if "combiner" not in manifest:
+        raise ModelError(f"Leser unter {weights_dir} hat keinen Kombinierer (manifest.json); bitte `rag train-reader` ausführen.")
+    return Combiner.from_dict(manifest["combiner"])
 
 
-def _around(sents: list[tuple[int, int]], lo: int, hi: int, context: int) -> tuple[int, int]:
-    """Sentences lo..hi with `context` sentences on each side (document offsets)."""
-    return sents[max(0, lo - context)][0], sents[min(len(sents) - 1, hi + context)][1]
+class ReaderScorer:
+    """Ranks by the probability that a sentence holds the answer (the trained reader's `Combiner`);
+    for a model the user brings, by the reader's margin. Sentences the reader did not read rank
+    below every read one. `threshold`: in the same units, the abstention limit."""
 
-
-class CombinedScorer:
-    """Heuristic score + `reader_weight` · the reader's margin. Sentences the reader did not read
-    count with the lowest margin it gave, so they stay below the read ones they trail anyway."""
-
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, combiner: Combiner | None = None):
         self.config = config
-        self.heuristic = HeuristicScorer(config)
+        if combiner is None and config.reader == "trained":
+            combiner = shipped_combiner()
+        self.combiner = combiner
+        default = combiner.threshold if combiner is not None else 0.0
+        self.threshold = default if config.reader_threshold is None else config.reader_threshold
+        # The read sentences' embeddings only when the combiner weighs them (rag.answering.pipeline).
+        self.needs_vectors = combiner is not None and combiner.needs_vectors
 
     def __call__(self, question: str, candidates: Sequence[Candidate]) -> np.ndarray:
-        base = self.heuristic(question, candidates)
-        margins = [c.span_score if c.no_answer is not None else math.nan for c in candidates]
-        read = [m for m in margins if not math.isnan(m)]
-        floor = min(read) if read else 0.0
-        return base + self.config.reader_weight * np.array([floor if math.isnan(m) else m for m in margins])
+        read = np.array([c.no_answer is not None for c in candidates], dtype=bool)
+        if self.combiner is not None and all(c.log_prob is not None for c, r in zip(candidates, read) if r):
+            scores = self.combiner(candidates)
+            floor = 0.0
+        else:
+            scores = np.array([c.span_score for c in candidates], dtype=np.float64)
+            floor = float(scores[read].min()) if read.any() else 0.0
+        # Unread sentences below every read one, in the rules' order among themselves.
+        rest = np.array([c.prior + c.lexical for c in candidates], dtype=np.float64)
+        return np.where(read, scores, floor - 1e3 + rest)

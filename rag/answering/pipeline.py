@@ -2,24 +2,25 @@
 reader (answering spans) → scorer (ranking) → evidence (abstain?) → corroboration → quotes."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..config import Config
-from ..conversation import Context, clean_history, contextual_candidates, topic_after
-from ..retrieval import Filters, Passage, clean_question, find_candidates
+from ..conversation import ChatState, Context, clean_history, contextual_candidates
+from ..retrieval import Candidates, Filters, Passage, clean_question, find_candidates
 from .agreement import Agreement, agreement_of, corroborating
-from .candidates import Candidate, embed_features, sentences_of
-from .evidence import ABSTAIN_MESSAGE, abstains, strays_from_topic, weigh
+from .candidates import Candidate, context_features, embed_features, lexical_features, sentences_of
+from .evidence import ABSTAIN_MESSAGE, Evidence, abstains, strays_from_topic, weigh
 from .phrases import SELECTIVE_KINDS, find_phrase, question_type
 from .quotes import assemble_quotes
 from .reading import Reader, make_reader
-from .scoring import HeuristicScorer, SentenceScorer, make_scorer
+from .scoring import SentenceScorer, make_scorer
+from .windows import plan_reading
 
 if TYPE_CHECKING:
     from ..store import Index
 
-__all__ = ["Answer", "answer", "chat_topic", "gather", "read", "rank"]
+__all__ = ["Answer", "TurnReading", "answer", "chat_state", "gather", "prepare", "planned_windows", "read", "read_turn", "rank"]
 
 
 @dataclass
@@ -27,10 +28,16 @@ class Answer:
     question: str
     passages: list[Passage]
     abstained: bool
+    # How sure the answer stage is: with the trained reader the probability (0–1) that the first
+    # quote's sentence holds the answer (rag.answering.calibration); with the rules alone the best
+    # sentence's similarity + overlap (rag.answering.evidence).
     confidence: float
     agreement: Agreement | None = None
     message: str = ""
     context: str | None = None  # the earlier question of the chat this answer leaned on (None: asked on its own)
+    # When abstained: the quotes it would have given, best first (not shown as an answer; for
+    # evaluation — a risk–coverage table needs every question's best guess — and for inspection).
+    withheld: list[Passage] = field(default_factory=list)
 
     @property
     def phrase(self) -> str:
@@ -47,6 +54,7 @@ class Answer:
             "agreement": self.agreement.to_dict() if self.agreement else None,
             "context": self.context,
             "passages": [p.to_dict() for p in self.passages],
+            "withheld": [p.to_dict() for p in self.withheld],
         }
 
 
@@ -65,92 +73,163 @@ def answer(
     articles that corroborate it, then the best sentences of further articles; abstains when the
     evidence is too weak. `scorer` and `reader` default to those `index.config` names.
 
-    `history`: the chat's earlier questions, oldest first; a follow-up is answered in their light
-    (rag.conversation) and `Answer.context` names the question it leaned on."""
+    `history`: the chat's earlier questions, oldest first. The question is read on its own and, where
+    it does not name its own topic, in the light of the chat (rag.conversation); the reading the
+    reader is surer of answers, and `Answer.context` names the question that set the chat's subject
+    when the chat's reading was taken."""
     cfg = index.config
     turns = clean_history(history, cfg.history_turns, cfg.max_question_chars)
     if turns:
         clean_question(question, cfg.max_question_chars)  # a bad question fails before the chat's turns are looked up
-    topic = chat_topic(index, turns, k, mode, filters, scorer, reader)
-    return _answer(index, question, k, mode, filters, scorer, reader, turns, topic)[0]
+    state = chat_state(index, turns, k, mode, filters, scorer, reader)
+    return _answer(index, question, k, mode, filters, scorer, reader, turns, state)[0]
+
+
+@dataclass
+class TurnReading:
+    """One way of reading a question: its candidates ranked best first, and the evidence for the best."""
+
+    question: str
+    ranked: list[Candidate]
+    support: Evidence
+    context: Context | None  # the chat it was read in the light of (None: on its own)
+
+
+def read_turn(
+    index: "Index", found: Candidates, context: Context | None, scorer: SentenceScorer, reader: Reader,
+    last_answer: tuple[str, int, int] | None = None,
+) -> TurnReading | None:
+    """The question of `found` read through the answer stage (None: no passage to read). In a chat's
+    reading (`context`) the previous answer's span is not an answer again: a follow-up asks for
+    something new („Und wer hat das gemeldet?“ after „Wie lange …?“)."""
+    cfg = index.config
+    if not found.passages[: cfg.answer_pool]:
+        return None
+    q = found.question
+    cands = gather(index, q, found.passages, question_type(q))
+    if context is not None:
+        for c in cands:
+            c.topic = context.articles.get(c.doc_id, 0.0)
+    ranked = rank(index, q, cands, scorer, reader, context.question if context else None)
+    if context is not None and last_answer is not None:
+        ranked = _not_again(ranked, last_answer)
+    return TurnReading(q, ranked, weigh(ranked, cfg, getattr(scorer, "threshold", None)), context)
+
+
+def _not_again(ranked: list[Candidate], last: tuple[str, int, int]) -> list[Candidate]:
+    """The candidates with those whose span is the previous answer's moved below all others."""
+    doc, start, end = last
+
+    def repeats(c: Candidate) -> bool:
+        return c.doc_id == doc and c.span is not None and c.span[0] < end and start < c.span[1]
+
+    if not any(repeats(c) for c in ranked):
+        return ranked
+    floor = min(c.score for c in ranked) - 1.0
+    for c in ranked:
+        if repeats(c):
+            c.score = floor
+    return sorted(ranked, key=lambda c: -c.score)
 
 
 def _answer(
     index: "Index", question: str, k: int, mode: str | None, filters: Filters | None,
-    scorer: SentenceScorer | None, reader: Reader | None, turns: tuple[str, ...], topic: dict[str, float],
-) -> tuple[Answer, dict[str, float]]:
-    """`answer` for a question after the (cleaned) chat `turns`, which left the chat about `topic`;
-    and the topic this answer leaves the chat with (remembered for the configured scorer and reader)."""
+    scorer: SentenceScorer | None, reader: Reader | None, turns: tuple[str, ...], state: ChatState,
+) -> tuple[Answer, ChatState]:
+    """`answer` for a question after the (cleaned) chat `turns`, which left the chat in `state`; and
+    the state this answer leaves the chat in (remembered for the configured scorer and reader)."""
     cfg = index.config
-    context: Context | None = None
-    if turns:
-        found, context = contextual_candidates(index, question, turns[-1], topic, mode, filters)
-    else:
-        found = find_candidates(index, question, mode, filters)
-    q = found.question
-    leaned_on = context.question if context else None
-    if not found.passages[: cfg.answer_pool]:
-        result = Answer(question=q, passages=[], abstained=True, confidence=0.0, message=ABSTAIN_MESSAGE, context=leaned_on)
-        return result, _leave(index, result, turns, topic, k, mode, filters, scorer is None and reader is None)
+    memo = scorer is None and reader is None  # only the configured components' chats are remembered
+    scorer = scorer or make_scorer(cfg)
+    reader = reader or make_reader(cfg)
+    threshold = getattr(scorer, "threshold", None)
+    readings: list[TurnReading | None] = []
+    chat: TurnReading | None = None
+    found = find_candidates(index, question, mode, filters)
+    if turns and state.topic:
+        in_chat, context = contextual_candidates(index, question, state.anchor or turns[-1], state.topic, mode, filters)
+        if context is not None:  # the question does not name its own topic: the chat may hold its subject
+            chat = read_turn(index, in_chat, context, scorer, reader, state.last_answer)
+    if chat is None or threshold is not None:
+        # Without a calibrated probability to compare the two readings, a follow-up is read in the
+        # chat's light only (round 2).
+        readings.append(read_turn(index, found, None, scorer, reader))
+    readings.append(chat)
+    # The reading the reader is surer of; on a tie the chat's (the question did not name its own topic).
+    options = [r for r in readings if r is not None]
+    if not options:
+        result = Answer(question=found.question, passages=[], abstained=True, confidence=0.0, message=ABSTAIN_MESSAGE)
+        return result, _leave(index, result, False, turns, state, k, mode, filters, memo)
+    chosen = max(reversed(options), key=lambda r: r.support.strength)
+    q, ranked, support = chosen.question, chosen.ranked, chosen.support
+    # „Bezogen auf“: the chat's subject, when the answer stays with it — read in the chat's light, or
+    # read on its own but found in the chat's articles (a follow-up whose words suffice).
+    stays = chosen.context is not None or (chat is not None and chosen.ranked[0].doc_id in state.topic)
+    leaned_on = (state.anchor or turns[-1]) if stays else None
     kind = question_type(q)
-    cands = gather(index, q, found.passages, kind)
-    if context is not None:
-        for c in cands:
-            c.topic = context.articles.get(c.doc_id, 0.0)
-    ranked = rank(index, q, cands, scorer or make_scorer(cfg), reader or make_reader(cfg), leaned_on)
-    support = weigh(ranked, cfg)
-    confidence = support.strength
-    abstained = abstains(support, cfg) or (context is not None and strays_from_topic(ranked, cfg))
+    abstained = abstains(support, cfg) or (chosen.context is not None and strays_from_topic(ranked, cfg))
     text_of = _text_of(index)
     # Articles that say the same as the best answer are quoted first, so the user sees the agreement.
-    group = [] if abstained else corroborating(ranked, kind, text_of, cfg)[:k]
+    def embed(cands: list[Candidate]) -> None:
+        embed_features(index, q, [c for c in cands if c.vec is None])
+
+    group = [] if abstained else corroborating(ranked, kind, text_of, cfg, threshold, embed)[:k]
     best = ranked[0]
     first = [c for c, _ in group]
     ordered = [best] + [c for c in first if c is not best] + [c for c in ranked[: cfg.quote_window * k] if c is not best and c not in first]
     passages = assemble_quotes(index, ordered, [best, *first], ranked, k)
-    agreement = _agreement(group, passages, best.score, kind, cfg) if group else None
+    agreement = _agreement(group, passages, best.score, kind, cfg, threshold) if group else None
     message = ABSTAIN_MESSAGE if abstained else passages[0].answer_text
     result = Answer(
-        question=q, passages=[] if abstained else passages, abstained=abstained, confidence=confidence, agreement=agreement,
-        message=message, context=leaned_on,
+        question=q, passages=[] if abstained else passages, abstained=abstained, confidence=support.strength, agreement=agreement,
+        message=message, context=leaned_on, withheld=passages if abstained else [],
     )
-    return result, _leave(index, result, turns, topic, k, mode, filters, scorer is None and reader is None)
+    # The subject is set by a question read on its own where the chat offered no reading of it (the
+    # first turn, or one that names its own topic); a follow-up answered on its own keeps it.
+    return result, _leave(index, result, chat is None, turns, state, k, mode, filters, memo)
 
 
-def chat_topic(
+def chat_state(
     index: "Index", turns: tuple[str, ...], k: int, mode: str | None, filters: Filters | None,
     scorer: SentenceScorer | None = None, reader: Reader | None = None,
-) -> dict[str, float]:
-    """The articles a chat of these (cleaned) questions is about after its last turn → weight
-    (rag.conversation.topic_after). Remembered per index version: in a chat, the previous turn's
-    answer left it behind; otherwise the earlier turns are answered once, in order."""
+) -> ChatState:
+    """Where a chat of these (cleaned) questions stands after its last turn (rag.conversation.ChatState).
+    Remembered per index version: in a chat, the previous turn's answer left it behind; otherwise
+    the earlier turns are answered once, in order."""
     if not turns:
-        return {}
-    key = _topic_key(index, turns, k, mode, filters)
+        return ChatState({})
+    key = _chat_key(index, turns, k, mode, filters)
     if scorer is None and reader is None:
         known = index.recall(key)
         if known is not None:
             return known
-    before = chat_topic(index, turns[:-1], k, mode, filters, scorer, reader)
+    before = chat_state(index, turns[:-1], k, mode, filters, scorer, reader)
     return _answer(index, turns[-1], k, mode, filters, scorer, reader, turns[:-1], before)[1]
 
 
-def _topic_key(index: "Index", turns: tuple[str, ...], k: int, mode: str | None, filters: Filters | None) -> tuple:
+def _chat_key(index: "Index", turns: tuple[str, ...], k: int, mode: str | None, filters: Filters | None) -> tuple:
     f = None if filters is None else (
         None if filters.doc_ids is None else tuple(sorted(filters.doc_ids)), filters.date_from, filters.date_to
     )
-    return ("chat-topic", index.config, turns, k, mode, f)
+    return ("chat-state", index.config, turns, k, mode, f)
 
 
 def _leave(
-    index: "Index", result: Answer, turns: tuple[str, ...], topic: dict[str, float], k: int, mode: str | None, filters: Filters | None,
-    memo: bool,
-) -> dict[str, float]:
-    """The topic this answer leaves its chat with; kept for the chat's next question when `memo`."""
+    index: "Index", result: Answer, sets_subject: bool, turns: tuple[str, ...], state: ChatState, k: int,
+    mode: str | None, filters: Filters | None, memo: bool,
+) -> ChatState:
+    """The state this answer leaves its chat in; kept for the chat's next question when `memo`.
+    With `sets_subject` the question becomes the chat's anchor (what „Bezogen auf“ names)."""
     cfg = index.config
-    after = topic_after([p.doc_id for p in result.passages], topic, cfg.topic_decay, cfg.topic_articles)
+    last = None
+    if result.passages:
+        p = result.passages[0]
+        span = p.phrase or p.highlight
+        last = (p.doc_id, p.start + span[0], p.start + span[1]) if span else None
+    anchor = result.question if sets_subject else state.anchor
+    after = state.after([p.doc_id for p in result.passages], cfg.topic_decay, cfg.topic_articles, anchor, last)
     if memo:
-        index.remember(_topic_key(index, (*turns, result.question), k, mode, filters), after)
+        index.remember(_chat_key(index, (*turns, result.question), k, mode, filters), after)
     return after
 
 
@@ -177,6 +256,35 @@ def read(index: "Index", question: str, cands: list[Candidate], reader: Reader) 
     """Let the reader mark the answering span of every candidate."""
     for c, r in zip(cands, reader(question, cands, index), strict=True):
         c.span, c.span_score, c.no_answer = r.span, r.score, r.no_answer
+        c.log_prob, c.log_prob_null = r.log_prob, r.log_prob_null
+
+
+def prepare(index: "Index", question: str, cands: list[Candidate], windows: bool, vectors: bool) -> list[Candidate]:
+    """The candidates' features: the cheap ones always; with `windows`, the reader's windows planned
+    (rag.answering.windows: their other sentences join as candidates); with `vectors`, the
+    sentence embeddings the rules' scorer needs."""
+    cfg = index.config
+    lexical_features(question, cands, cfg)
+    if windows:
+        known = {id(c) for c in cands}
+        cands = plan_reading(index, cands, cfg)
+        lexical_features(question, [c for c in cands if id(c) not in known], cfg)
+        context_features(index, question, [c for c in cands if c.window is not None])
+    if vectors:
+        # With planned windows only the read sentences are ranked by their features.
+        embed_features(index, question, [c for c in cands if c.window is not None] if windows else cands)
+    return cands
+
+
+def planned_windows(index: "Index", question: str) -> list[tuple[str, int, int]]:
+    """The windows (doc id, start, end) a model reader reads for `question` asked alone, in reading
+    order: what the reader is trained on (rag.reader.data)."""
+    found = find_candidates(index, question)
+    q = found.question
+    if not found.passages:
+        return []
+    cands = prepare(index, q, gather(index, q, found.passages, question_type(q)), windows=True, vectors=False)
+    return list(dict.fromkeys((c.doc_id, *c.window) for c in cands if c.window is not None))
 
 
 def rank(
@@ -184,28 +292,32 @@ def rank(
 ) -> list[Candidate]:
     """The candidates with features, spans and scores, best first. The mode chooses how candidate
     passages are found; sentences are always ranked by the same scorer, so abstention means the
-    same thing in every mode. `context`: the earlier question a follow-up leans on."""
+    same thing in every mode. A reader that reads windows (the model reader) reads the ones
+    rag.answering.windows plans, and every sentence in them becomes a candidate. `context`: the
+    earlier question a follow-up leans on."""
     # A follow-up's reader reads it with the question it leaned on appended: „Wie heißt dieser
     # Berater?“ alone does not say which adviser (measured: README, Conversations).
     asked = f"{question} {context}" if context and index.config.context_reader else question
-    embed_features(index, question, cands)
+    cands = prepare(index, question, cands, getattr(reader, "reads_windows", False), getattr(scorer, "needs_vectors", True))
     read(index, asked, cands, reader)
-    # The rules' score too: corroboration compares articles in its units, whatever the ranking.
-    heuristic = HeuristicScorer(index.config)(question, cands)
-    for c, s, h in zip(cands, scorer(question, cands), heuristic, strict=True):
-        c.score, c.heuristic = float(s), float(h)
+    for c, s in zip(cands, scorer(question, cands), strict=True):
+        c.score = float(s)
     return sorted(cands, key=lambda c: -c.score)
 
 
 def _agreement(
-    group: list[tuple[Candidate, str]], passages: list[Passage], best_score: float, kind: str | None, cfg: Config
+    group: list[tuple[Candidate, str]], passages: list[Passage], best_score: float, kind: str | None, cfg: Config,
+    threshold: float | None = None,
 ) -> Agreement | None:
     """The best answer, the articles that corroborate it, then strong quotes of further articles
-    (agreement_of keeps those that contradict it in comparable terms)."""
+    (agreement_of keeps those that contradict it in comparable terms): with a calibrated scorer
+    those its `threshold` accepts and at least `contradiction_share` as probable as the best, else
+    those within `agreement_margin` of the best in rule units."""
     pairs = [(c.doc_id, p) for c, p in group]
     grouped = {d for d, _ in pairs}
+    floor = max(threshold, cfg.contradiction_share * best_score) if threshold is not None else best_score - cfg.agreement_margin
     for p in passages:
-        if p.phrase and p.doc_id not in grouped and p.score >= best_score - cfg.agreement_margin:
+        if p.phrase and p.doc_id not in grouped and p.score >= floor:
             pairs.append((p.doc_id, p.answer_text))
             grouped.add(p.doc_id)
     return agreement_of(pairs, kind, cfg.agreement_tolerance)

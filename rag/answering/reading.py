@@ -30,6 +30,8 @@ class Reading:
     score: float  # confidence in `span` (0.0: no opinion)
     span: tuple[int, int] | None  # the answering phrase in document offsets, inside the sentence
     no_answer: float | None = None  # confidence that the sentence does not answer (None: no opinion)
+    log_prob: float | None = None  # a shared-norm reader: log P(span) among everything read for the question
+    log_prob_null: float | None = None  # … and log P(nothing read answers)
 
 
 class Documents(Protocol):
@@ -41,6 +43,9 @@ class Documents(Protocol):
 
 
 class Reader(Protocol):
+    """`reads_windows` (optional, default False): the reader reads the windows the answer stage plans
+    (`Candidate.window`, rag.answering.windows) rather than every candidate."""
+
     def __call__(self, question: str, candidates: Sequence[Candidate], docs: Documents) -> list[Reading]: ...
 
 

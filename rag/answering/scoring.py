@@ -20,12 +20,19 @@ __all__ = ["SentenceScorer", "HeuristicScorer", "SCORERS", "make_scorer"]
 
 
 class SentenceScorer(Protocol):
+    """Optional attributes: `needs_vectors` (default True: the candidates' `dense`/`vec` are set
+    before scoring) and `threshold` (a calibrated scorer: abstain when no score reaches it, and
+    only candidates at or above it count as agreeing answers; None or absent: the similarity
+    evidence decides, rag.answering.evidence)."""
+
     def __call__(self, question: str, candidates: Sequence[Candidate]) -> np.ndarray: ...
 
 
 class HeuristicScorer:
-    """dense + lexical_weight·overlap + typed_weight·(the reader marked a phrase) + prior_weight·prior
+    """dense + lexical_weight·overlap + typed_weight·(a phrase of the asked type) + prior_weight·prior
     (+ topic_bonus·topic in a chat)."""
+
+    needs_vectors = True  # `dense`: the answer stage embeds the candidate sentences for it
 
     def __init__(self, config: Config):
         self.config = config
@@ -43,14 +50,14 @@ class HeuristicScorer:
 
 
 # Name → factory (see rag.answering.registry).
-SCORERS: dict[str, Factory] = {"heuristic": HeuristicScorer, "combined": "rag.answering.neural:CombinedScorer"}
+SCORERS: dict[str, Factory] = {"heuristic": HeuristicScorer, "reader": "rag.answering.neural:ReaderScorer"}
 
 
 @functools.lru_cache(maxsize=4)
 def make_scorer(config: Config) -> SentenceScorer:
-    """The scorer `config.scorer` names, made once per configuration ("auto": the combined scorer
-    with a model reader, else the heuristic one)."""
+    """The scorer `config.scorer` names, made once per configuration ("auto": the reader's calibrated
+    probability with a model reader, else the rules)."""
     name = config.scorer
     if name == "auto":
-        name = "heuristic" if config.reader == "heuristic" else "combined"
+        name = "heuristic" if config.reader == "heuristic" else "reader"
     return create(SCORERS, name, config, "Satzbewerter")

@@ -1,176 +1,125 @@
-"""Training material for the reader: questions with verbatim answer spans, cut into the windows
-the reader sees at answer time (a candidate sentence with its neighbours).
+"""Training material for the reader, cut as the reader meets it at answer time.
 
-Sources (vendored under `eval/`): `news-qa.jsonl` over the 10kGNAD articles and XQuAD (German plus
-the same articles in other languages). Both are split **by article**: a question's article, and
-for XQuAD every translation of it, is either in train or in dev, never in both.
+Questions (vendored under `eval/`): `news-qa.jsonl` and `news-qa-2.jsonl` over the 10kGNAD
+articles (half of news-qa-2 are unanswerable near-misses) and XQuAD (German plus the same articles
+in other languages). Every question is run through the real answer stage — retrieval over the
+whole training corpus (all 10kGNAD articles and the XQuAD paragraphs of the chosen languages),
+candidate sentences, the windows `rag.answering.windows` plans — and the windows it would read
+become the question's training windows, gold spans marked where its own article says the answer.
+
+Everything is split **by article**: a question's article, and for XQuAD every translation of it,
+is in train or in dev, never in both (`is_dev`). Inside train, a further share of the articles
+(`is_calibration`) is kept out of the reader's own training: the combiner that turns the reader's
+scores into probabilities is fitted on those.
 """
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
-import random
 import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterable, Sequence
 
-from ..chunking import split_sentences
+if TYPE_CHECKING:
+    from ..corpus import Document
+    from ..store import Index
 
 EVAL_DIR = Path(__file__).resolve().parents[2] / "eval"
-DEV_SHARE = 0.2  # of the articles, held out of training; `rag eval --split dev` asks about these
+NEWS_FILES = ("news-qa.jsonl", "news-qa-2.jsonl")
+XQUAD_LANGS = ("de", "en", "es", "ro", "tr", "vi", "ru", "el", "zh", "ar", "hi", "th")
 
 
 @dataclass(frozen=True)
 class QAExample:
-    """One question about one text (an article or a paragraph)."""
+    """One question, with the article it was written on."""
 
     qid: str
-    group: str  # the article: train/dev are split by it
+    group: str  # the article: train/dev are split by it (for XQuAD shared by all translations)
+    source: str  # "news" or "xquad-LANG"
     question: str
-    text: str
-    answer: tuple[int, int] | None  # character span in `text`; None when the text does not answer
+    answers: tuple[str, ...]  # verbatim spans; () when the corpus does not answer it
+    doc_id: str  # the document it was written on (its answer, if any, is there)
 
 
 @dataclass(frozen=True)
-class Window:
-    """What the reader reads: a question and a few consecutive sentences of a text."""
-
-    qid: str
-    question: str
-    text: str
-    answer: tuple[int, int] | None  # character span inside `text`, or None
+class PlannedWindow:
+    doc_id: str
+    start: int
+    end: int
+    gold: tuple[tuple[int, int], ...]  # answer spans inside the window (characters of the window text)
 
 
-def _nfc(text: str) -> str:
-    return unicodedata.normalize("NFC", text)
-
-
-def read_gnad(path: Path) -> list[str]:
-    """The 10kGNAD CSV as it ships: row i is article `gnad-{i:04d}` (0-based, `;` and `'`)."""
-    with open(path, encoding="utf-8", newline="") as f:
-        return [row[1] if len(row) > 1 else row[0] for row in csv.reader(f, delimiter=";", quotechar="'")]
-
-
-def _locate(text: str, answer: str, hint: int | None) -> tuple[int, int] | None:
-    """The answer's span in `text`: at `hint` when it is there, else its occurrence nearest to it."""
-    if hint is not None and text[hint : hint + len(answer)] == answer:
-        return hint, hint + len(answer)
-    found = [m.start() for m in re.finditer(re.escape(answer), text)]
-    if not found:
-        return None
-    best = min(found, key=lambda s: abs(s - (hint or 0)))
-    return best, best + len(answer)
-
-
-def news_examples(qa_path: Path, csv_path: Path) -> list[QAExample]:
-    articles = read_gnad(csv_path)
-    out = []
-    for line in open(qa_path, encoding="utf-8"):
-        if not line.strip():
-            continue
-        q = json.loads(line)
-        text = articles[int(q["doc"].split("-")[1])]
-        span = _locate(text, q["answers"][0], q.get("answer_start")) if q["answers"] else None
-        if q["answers"] and span is None:
-            continue  # an answer that is not verbatim in its article cannot be a training target
-        out.append(QAExample(q["id"], q["doc"], _nfc(q["question"]), text, span))
-    return out
-
-
-def squad_examples(path: Path, lang: str) -> list[QAExample]:
-    """SQuAD-format QA. A question's text is its whole article (paragraphs joined by blank lines),
-    so that the other paragraphs give negatives on the same topic, as a news archive does. The
-    group is the article's position, shared by all translations."""
-    data = json.loads(path.read_text(encoding="utf-8"))["data"]
-    out = []
-    for a_no, article in enumerate(data):
-        text, offsets = "", []
-        for paragraph in article["paragraphs"]:
-            offsets.append(len(text) + 2 if text else 0)
-            text = f"{text}\n\n{paragraph['context']}" if text else paragraph["context"]
-        for at, paragraph in zip(offsets, article["paragraphs"]):
-            for qa in paragraph["qas"]:
-                answers = qa.get("answers") or []
-                span = None
-                if answers:
-                    found = _locate(paragraph["context"], answers[0]["text"], answers[0].get("answer_start"))
-                    if found is None:
-                        continue
-                    span = (at + found[0], at + found[1])
-                out.append(QAExample(f"{lang}:{qa['id']}", f"xquad-{a_no:02d}", _nfc(qa["question"]), text, span))
-    return out
-
-
-def is_dev(group: str, dev_share: float) -> bool:
-    """A stable split by article (a hash of its id), the same on every machine."""
-    h = int(hashlib.sha256(group.encode()).hexdigest()[:8], 16)
-    return h / 0xFFFFFFFF < dev_share
-
-
-def load_examples(langs: tuple[str, ...], eval_dir: Path = EVAL_DIR) -> list[QAExample]:
-    """news-qa plus XQuAD in `langs` ("de" is xquad-de-dev.json, the others come from
-    xquad-dev-other-languages/)."""
-    examples = news_examples(eval_dir / "news-qa.jsonl", eval_dir / "data" / "10kGNAD-test.csv")
-    for lang in langs:
-        examples += squad_examples(xquad_path(eval_dir, lang), lang)
-    return examples
+@dataclass(frozen=True)
+class PlannedQuestion:
+    example: QAExample
+    windows: tuple[PlannedWindow, ...]  # what the answer stage reads, in its order
+    retrieved: bool  # whether the planned windows held the answer (False: the gold window was added)
 
 
 def xquad_path(eval_dir: Path, lang: str) -> Path:
     return eval_dir / "xquad-de-dev.json" if lang == "de" else eval_dir / "xquad-dev-other-languages" / f"xquad-{lang}-dev.json"
 
 
-_WORD = re.compile(r"\w+")
+def load_examples(langs: Sequence[str], eval_dir: Path = EVAL_DIR) -> tuple[list[QAExample], list["Document"]]:
+    """The news questions and XQuAD in `langs`, and the documents they are asked against: all
+    10kGNAD articles and the XQuAD paragraphs (document ids `xquad-LANG/<title>/<n>`)."""
+    from ..evaluation import load_gnad, load_jsonl_qa, load_squad
+
+    docs = load_gnad(eval_dir / "data" / "10kGNAD-test.csv")
+    examples = []
+    for name in NEWS_FILES:
+        for it in load_jsonl_qa(eval_dir / name):
+            examples.append(QAExample(it.id, it.group, "news", _nfc(it.question), tuple(it.answers), it.group))
+    for lang in langs:
+        items, paragraphs = load_squad(xquad_path(eval_dir, lang), prefix=f"xquad-{lang}")
+        docs += paragraphs
+        for it in items:
+            examples.append(QAExample(f"{lang}:{it.id}", it.group, f"xquad-{lang}", _nfc(it.question), tuple(it.answers), it.sources[0]))
+    return examples, docs
 
 
-def _words(text: str) -> set[str]:
-    # Prefix-5 words: a cheap stand-in for stems when choosing hard negatives.
-    return {w.lower()[:5] for w in _WORD.findall(text) if len(w) > 3}
+def _nfc(text: str) -> str:
+    return unicodedata.normalize("NFC", text)
 
 
-def windows_for(ex: QAExample, rng: random.Random, negatives: int, before: int = 1, after: int = 1) -> Iterator[Window]:
-    """The window around the answering sentence (and one around a neighbour of it) as positives;
-    windows around the sentences sharing most words with the question, which do not hold the
-    answer, as negatives. Windows are cut exactly as at answer time: `before` sentences, the
-    candidate, `after` sentences."""
-    sents = split_sentences(ex.text)
-    if not sents:
-        return
+def answer_spans(text: str, answers: Iterable[str]) -> list[tuple[int, int]]:
+    """Every occurrence of every answer in `text` (character spans)."""
+    out = set()
+    for a in answers:
+        if a:
+            out |= {(m.start(), m.end()) for m in re.finditer(re.escape(a), text)}
+    return sorted(out)
 
-    def window(c: int) -> tuple[int, int]:
-        return sents[max(0, c - before)][0], sents[min(len(sents) - 1, c + after)][1]
 
-    def inside(w: tuple[int, int]) -> bool:
-        return ex.answer is not None and w[0] <= ex.answer[0] and ex.answer[1] <= w[1]
+def plan_question(index: "Index", ex: QAExample, max_windows: int) -> PlannedQuestion | None:
+    """The windows the answer stage reads for `ex` (at most `max_windows`, in its order), gold
+    spans marked in windows of the question's own document. When retrieval missed the answer, the
+    window around its first occurrence replaces the last one, so every answerable question trains
+    the span. None when an answerable question's answer is not verbatim in its document."""
+    from ..answering.pipeline import planned_windows
 
-    def make(c: int) -> Window:
-        s, e = window(c)
-        span = (ex.answer[0] - s, ex.answer[1] - s) if inside((s, e)) else None
-        return Window(ex.qid, ex.question, ex.text[s:e], span)
+    text = index.documents[ex.doc_id].text if ex.doc_id in index.documents else ""
+    gold_spans = answer_spans(text, ex.answers)
+    if ex.answers and not gold_spans:
+        return None
+    windows = [(d, a, b) for d, a, b in planned_windows(index, ex.question)][:max_windows]
 
-    centres = []
-    if ex.answer is not None:
-        hit = next((i for i, (s, e) in enumerate(sents) if s <= ex.answer[0] < e), None)
-        if hit is None:
-            return
-        centres.append(hit)
-        near = [c for c in (hit - 1, hit + 1) if 0 <= c < len(sents) and inside(window(c))]
-        if near:
-            centres.append(rng.choice(near))
-    answer_text = ex.text[ex.answer[0] : ex.answer[1]] if ex.answer else None
-    q = _words(ex.question)
-    others = [
-        c for c in range(len(sents))
-        if c not in centres and not inside(window(c))
-        and not (answer_text and answer_text in ex.text[slice(*window(c))])  # the same words elsewhere: not a clean negative
-    ]
-    others.sort(key=lambda c: (-len(q & _words(ex.text[sents[c][0] : sents[c][1]])), c))
-    hard = others[: max(0, negatives - 1)]
-    rest = others[len(hard) :]
-    if rest and negatives:
-        hard.append(rng.choice(rest))
-    for c in centres + hard:
-        yield make(c)
+    def gold_in(d: str, a: int, b: int) -> tuple[tuple[int, int], ...]:
+        if d != ex.doc_id:
+            return ()
+        return tuple((s - a, e - a) for s, e in gold_spans if a <= s and e <= b)
+
+    planned = [PlannedWindow(d, a, b, gold_in(d, a, b)) for d, a, b in windows]
+    retrieved = not ex.answers or any(w.gold for w in planned)
+    if not retrieved:
+        s, e = gold_spans[0]
+        sents = index.sentences(ex.doc_id)
+        i = next(j for j, (a, b) in enumerate(sents) if a <= s < b)
+        ctx = index.config.reader_context
+        a, b = sents[max(0, i - ctx)][0], sents[min(len(sents) - 1, i + ctx)][1]
+        while b < e and i + ctx < len(sents) - 1:  # an answer running past its sentence's window
+            i += 1
+            b = sents[min(len(sents) - 1, i + ctx)][1]
+        gold = PlannedWindow(ex.doc_id, a, b, gold_in(ex.doc_id, a, b))
+        planned = planned[: max_windows - 1] + [gold]
+    return PlannedQuestion(ex, tuple(planned), retrieved)

@@ -31,6 +31,14 @@ EXPORT_VERSION = 1
 class WindowReading:
     span: tuple[int, int] | None  # the answer's characters inside the window (None: the reader gives no span)
     margin: float  # how sure the reader is that the window answers (span score minus "no answer" score)
+    # For a reader with token logits (all but a CrossEncoder): the span's score (start + end logit),
+    # the window's "no answer" logits (start, end), and the log-sum-exp of its start and end logits
+    # over "no answer" and every window token. The trained reader was trained with one softmax over
+    # all windows of a question, so these combine into probabilities across windows
+    # (rag.answering.neural.shared_norm).
+    score: float | None = None
+    null: tuple[float, float] | None = None
+    norm: tuple[float, float] | None = None
 
 
 class WindowReader(Protocol):
@@ -43,7 +51,7 @@ class WindowReader(Protocol):
     ) -> list[WindowReading]: ...
 
 
-def _manifest(weights_dir: Path) -> dict:
+def read_manifest(weights_dir: Path) -> dict:
     try:
         return json.loads((weights_dir / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -104,7 +112,7 @@ class NeuralReader:
         from ..onnx_backend import shared_tokenizer
 
         self.weights_dir = Path(weights_dir)
-        self.manifest = _manifest(self.weights_dir)
+        self.manifest = read_manifest(self.weights_dir)
         s = self.manifest["settings"]
         self.max_len, self.max_question, self.max_answer = s["max_len"], s["max_question"], s["max_answer_tokens"]
         model_dir = ensure_e5_model_dir()
@@ -162,19 +170,31 @@ class NeuralReader:
             ids, mask = pad_batch([encs[w].ids for w in part], 1)
             for w, row, n in zip(part, self._logits(ids, mask), mask.sum(1)):
                 logits[w] = row[:n]
+        norms = {w: window_norm(encs[w], logits[w]) for w in unique}
         out: list[WindowReading] = []
         for i, w in enumerate(windows):
             enc = encs[w]
+            st, en = logits[w][:, 0], logits[w][:, 1]
+            null, norm = (float(st[0]), float(en[0])), norms[w]
             first, last = _token_range(enc, focus[i] if focus is not None else None)
             if last < first:  # the focus was cut off by the length limit
-                out.append(WindowReading(None, NO_SPAN))
+                out.append(WindowReading(None, NO_SPAN, NO_SPAN, null, norm))
                 continue
-            st, en = logits[w][:, 0], logits[w][:, 1]
-            out.append(WindowReading(*read_span(enc, w, st, en, first, last, self.max_answer)))
+            span, margin = read_span(enc, w, st, en, first, last, self.max_answer)
+            out.append(WindowReading(span, margin, margin + null[0] + null[1], null, norm))
         return out
 
 
 NO_SPAN = -1e4  # the margin of a window that could not be read
+
+
+def window_norm(enc, logits: np.ndarray) -> tuple[float, float]:
+    """Log-sum-exp of a window's start and end logits over the positions a span or "no answer" may
+    take: the first token and the window's own tokens (as in training, `rag.reader.train`)."""
+    allowed = np.concatenate([logits[:1], logits[enc.first : len(enc.ids) - 1]])
+    m = allowed.max(axis=0)
+    lse = m + np.log(np.exp(allowed - m).sum(axis=0))
+    return float(lse[0]), float(lse[1])
 
 
 def _token_range(enc, focus: tuple[int, int] | None) -> tuple[int, int]:
