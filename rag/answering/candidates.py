@@ -109,6 +109,7 @@ def context_features(index: "Index", question: str, cands: Sequence[Candidate]) 
     q_stems = stems(question)
     n = max(1, len(q_stems))
     doc_stems: dict[str, set[str]] = {}
+    window_stems: dict[tuple[str, int, int], set[str]] = {}  # the sentences of one window share it
     for c in cands:
         c.bm25 = max((bm25.get(cid, 0.0) for cid in c.chunk_ids), default=0.0) / top
         c.chunk_dense = max((dense[cid] for cid in c.chunk_ids), default=0.0)
@@ -116,7 +117,9 @@ def context_features(index: "Index", question: str, cands: Sequence[Candidate]) 
         if c.doc_id not in doc_stems:
             doc_stems[c.doc_id] = stems(text)
         a, b = c.window or (c.start, c.end)
-        c.window_lexical = len(stems(text[a:b]) & q_stems) / n
+        if (c.doc_id, a, b) not in window_stems:
+            window_stems[(c.doc_id, a, b)] = stems(text[a:b])
+        c.window_lexical = len(window_stems[(c.doc_id, a, b)] & q_stems) / n
         c.doc_lexical = len(doc_stems[c.doc_id] & q_stems) / n
 
 

@@ -145,7 +145,6 @@ def _answer(
     threshold = getattr(scorer, "threshold", None)
     readings: list[TurnReading | None] = []
     chat: TurnReading | None = None
-    found = find_candidates(index, question, mode, filters)
     if turns and state.topic:
         in_chat, context = contextual_candidates(index, question, state.anchor or turns[-1], state.topic, mode, filters)
         if context is not None:  # the question does not name its own topic: the chat may hold its subject
@@ -153,12 +152,13 @@ def _answer(
     if chat is None or threshold is not None:
         # Without a calibrated probability to compare the two readings, a follow-up is read in the
         # chat's light only (round 2).
-        readings.append(read_turn(index, found, None, scorer, reader))
+        readings.append(read_turn(index, find_candidates(index, question, mode, filters), None, scorer, reader))
     readings.append(chat)
     # The reading the reader is surer of; on a tie the chat's (the question did not name its own topic).
     options = [r for r in readings if r is not None]
     if not options:
-        result = Answer(question=found.question, passages=[], abstained=True, confidence=0.0, message=ABSTAIN_MESSAGE)
+        q = clean_question(question, cfg.max_question_chars)
+        result = Answer(question=q, passages=[], abstained=True, confidence=0.0, message=ABSTAIN_MESSAGE)
         return result, _leave(index, result, False, turns, state, k, mode, filters, memo)
     chosen = max(reversed(options), key=lambda r: r.support.strength)
     q, ranked, support = chosen.question, chosen.ranked, chosen.support
