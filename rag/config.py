@@ -104,12 +104,17 @@ class Config:
     # first topic_articles: weight 1, 1/2; earlier turns' articles × topic_decay per turn). A question
     # that does not name its own topic is read twice — alone, and in the chat's light: retrieval fuses
     # the question alone (weight 1) with the question + the chat's anchor question (context_weight) and
-    # the chat's articles' chunks (topic_weight × article weight), and the reader reads the question
-    # with the anchor appended (context_reader) — and the reading with the higher calibrated
-    # probability answers. With the rules-only reader only the chat's reading is made, and its
-    # sentences of the chat's articles score + topic_bonus × weight. A question names its own topic
-    # when it matches other chunks better than any chunk of those articles by more than topic_shift
-    # (cosine) or topic_shift_bm25 (BM25 score). With context_threshold set, a follow-up whose best
+    # the chat's articles' chunks (topic_weight × article weight), kept to the chat's articles with
+    # chat_reads_topic, and the reader reads the question with the anchor's subject appended
+    # (context_reader "subject": its nouns and names; "question": all of it; "": nothing). The chat's
+    # reading answers when the trained reader's calibrated probability reaches its threshold and
+    # follow_up_threshold, unless the question alone is follow_up_alone_ratio times as probable; else
+    # the question alone, when its probability reaches follow_up_fallback; else the answer abstains
+    # (measured: README, Conversations). With the rules-only reader only the
+    # chat's reading is made, and its sentences of the chat's articles score + topic_bonus × weight.
+    # A question names its own topic when it matches
+    # other chunks better than any chunk of those articles by more than topic_shift (cosine) or
+    # topic_shift_bm25 (BM25 score). With context_threshold set, a rules-only follow-up whose best
     # answer comes from another article with a reader margin below stray_margin, while no sentence of
     # the chat's articles reaches context_threshold, is abstained on (off: README, Conversations).
     # The last history_turns earlier questions count.
@@ -119,7 +124,11 @@ class Config:
     topic_articles: int = 2
     topic_decay: float = 0.5
     topic_bonus: float = 0.05
-    context_reader: bool = True
+    context_reader: str = "subject"
+    chat_reads_topic: bool = True
+    follow_up_threshold: float = 0.06
+    follow_up_fallback: float = 0.2
+    follow_up_alone_ratio: float = 4.0
     topic_shift: float = 0.05
     topic_shift_bm25: float = 6.0
     context_threshold: float | None = None

@@ -4,18 +4,25 @@ A chat's history is its earlier questions, oldest first. Where the chat stands a
 `ChatState`: the articles its answers quoted (`topic_after`: the first `Config.topic_articles`
 weigh 1, 1/2; articles of earlier turns fade by `Config.topic_decay` a turn), the question that set
 its subject (the *anchor*: the last question read on its own — the first, or one that named its own
-topic) and the previous answer's span. An abstention changes none of them. The answer stage
-remembers the state per index version (rag.answering.pipeline.chat_state), so in a chat nothing is
-answered twice.
+topic) and the spans of the answers given on that subject, which a follow-up's reading never gives
+again. An abstention changes none of them. The answer stage remembers the state per index version
+(rag.answering.pipeline.chat_state), so in a chat nothing is answered twice.
 
 Every question in a chat is read on its own; one that does not name its own topic
-(`names_own_topic`) is read in the chat's light as well, and the reading the trained reader is surer
-of answers (rag.answering.pipeline). The chat's reading ranks by weighted reciprocal rank fusion
+(`names_own_topic`) is read in the chat's light as well (rag.answering.pipeline.choose_reading: the
+chat's reading answers when the trained reader accepts it, else the question alone only when the
+reader is quite sure of it, else the answer abstains). The chat's reading ranks by weighted
+reciprocal rank fusion
 
 - the question alone (its usual lists, full weight);
 - the question with the anchor appended (`Config.context_weight`): the missing subject or event;
 - the chunks of the chat's articles ranked by their similarity to the question
-  (`Config.topic_weight` × the article's weight): the prior on the last answers' articles.
+  (`Config.topic_weight` × the article's weight): the prior on the last answers' articles;
+
+keeps to the chat's articles (`Config.chat_reads_topic`), and the reader reads the question with the
+anchor's subject appended (`subject_of`: „Wie lange dauerte der Gipfel?“ → „Gipfel“; the whole
+anchor would ask the reader the earlier question again), never giving an earlier answer of the
+subject again.
 
 A question that names its own topic („Wie hoch war Österreichs Arbeitslosenquote im April?“ after a
 chat about a summit) is read on its own only: the question alone matches chunks elsewhere clearly
@@ -37,7 +44,8 @@ if TYPE_CHECKING:
     from .store import Index
 
 __all__ = [
-    "ChatState", "Context", "clean_history", "contextual_candidates", "contextual_ranking", "names_own_topic", "topic_after",
+    "ChatState", "Context", "clean_history", "contextual_candidates", "contextual_ranking", "names_own_topic", "subject_of",
+    "topic_after",
 ]
 
 
@@ -55,15 +63,31 @@ class ChatState:
 
     topic: dict[str, float]  # the articles the chat is about → weight (topic_after)
     anchor: str | None = None  # the last self-contained question of this topic: what „Bezogen auf“ names
-    last_answer: tuple[str, int, int] | None = None  # (doc, start, end) of the previous answer: a follow-up asks for something new
+    # (doc, start, end) of the answers given on this subject: a follow-up asks for something new.
+    answered: tuple[tuple[str, int, int], ...] = ()
 
-    def after(self, answered: Sequence[str], decay: float, articles: int, anchor: str | None,
-              last_answer: tuple[str, int, int] | None) -> "ChatState":
-        """The state after a turn whose answer quoted `answered` (doc ids, best first; [] when it
-        abstained: the chat keeps its topic, subject and last answer)."""
-        if not answered:
+    def after(self, quoted: Sequence[str], decay: float, articles: int, anchor: str | None,
+              answered: tuple[tuple[str, int, int], ...]) -> "ChatState":
+        """The state after a turn whose answer quoted `quoted` (doc ids, best first; [] when it
+        abstained: the chat keeps its topic, subject and answers)."""
+        if not quoted:
             return self
-        return ChatState(topic_after(answered, self.topic, decay, articles), anchor, last_answer)
+        return ChatState(topic_after(quoted, self.topic, decay, articles), anchor, answered)
+
+
+def subject_of(question: str) -> str:
+    """What a question is about, as the reader is given it beside a follow-up: its capitalised words
+    after the first (German nouns and names) and its numbers — not its question word, which would
+    ask the reader the earlier question again („Wie lange dauerte der Gipfel?“ → „Gipfel“). The
+    question itself when it has no such word."""
+    words = [w.strip(SUBJECT_STRIP) for w in question.split()[1:]]
+    kept = [w for w in words if w and (w[0].isupper() or w[0].isdigit()) and w not in SUBJECT_STOP]
+    return " ".join(kept) if kept else question
+
+
+# Capitalised words that name nothing: sentence openers and pronouns after punctuation, forms of address.
+SUBJECT_STOP = {"Sie", "Ihr", "Ihre", "Ihnen", "Und", "Der", "Die", "Das", "Wie", "Was", "Wer", "Wo", "Wann", "Warum"}
+SUBJECT_STRIP = "„“\"'‚‘»«()[]?!.,:;"
 
 
 def clean_history(history: Sequence[str] | None, turns: int, max_chars: int) -> tuple[str, ...]:
@@ -93,10 +117,12 @@ def topic_after(answered: Sequence[str], inherited: dict[str, float], decay: flo
 
 
 def contextual_ranking(
-    index: "Index", question: str, previous: str, topic: dict[str, float], mode: str | None = None, allowed: set[str] | None = None
+    index: "Index", question: str, previous: str, topic: dict[str, float], mode: str | None = None, allowed: set[str] | None = None,
+    within_topic: bool = False,
 ) -> tuple[list[tuple[int, float]], Context | None]:
     """Fused chunk ranking of `question` after the question `previous`, whose answer left the chat
-    about the `topic` articles; and the context it used (None: ranked as if asked alone)."""
+    about the `topic` articles; and the context it used (None: ranked as if asked alone). With
+    `within_topic` only the chat's articles' chunks are kept (the question is read alone as well)."""
     cfg = index.config
     alone = search_lists(index, question, mode, cfg.candidates, allowed)
     if allowed is not None:
@@ -116,7 +142,12 @@ def contextual_ranking(
     for doc, w in topic.items():
         hits = [(topic_chunks[i], float(sims[i])) for i in order if doc_of[topic_chunks[i]] == doc]
         lists.append((cfg.topic_weight * w, hits))
-    return fuse(lists, cfg.rrf_k)[: cfg.candidates], Context(question=previous, articles=dict(topic))
+    fused = fuse(lists, cfg.rrf_k)
+    if within_topic:
+        # The chat's reading is the question about the chat's articles; the reading of the question
+        # alone covers every other article (rag.answering.pipeline).
+        fused = [hit for hit in fused if hit[0] in doc_of]
+    return fused[: cfg.candidates], Context(question=previous, articles=dict(topic))
 
 
 def names_own_topic(
@@ -141,12 +172,13 @@ def names_own_topic(
 
 
 def contextual_candidates(
-    index: "Index", question: str, previous: str, topic: dict[str, float], mode: str | None = None, filters: Filters | None = None
+    index: "Index", question: str, previous: str, topic: dict[str, float], mode: str | None = None, filters: Filters | None = None,
+    within_topic: bool = False,
 ) -> tuple[Candidates, Context | None]:
     """Like rag.retrieval.find_candidates, for a question asked in a chat whose subject `previous`
     set (its anchor) and which is about the `topic` articles (topic_after); the context is None
-    when the question names its own topic."""
+    when the question names its own topic. `within_topic`: see contextual_ranking."""
     q = clean_question(question, index.config.max_question_chars)
     allowed = filters.allowed(index.documents) if filters is not None else None
-    ranked, context = contextual_ranking(index, q, previous, topic, mode, allowed)
+    ranked, context = contextual_ranking(index, q, previous, topic, mode, allowed, within_topic)
     return Candidates(q, merge_spans(index, ranked)), context

@@ -451,3 +451,29 @@ def test_a_paraphrased_duration_question_gets_the_summits_length(seed_index):
     # Two articles give the call's length, each in its own words; either is right.
     assert ans.phrase in {"rund zwei Stunden", "zwei Stunden und fünf Minuten"}
     assert ans.agreement is not None and ans.agreement.agree
+
+
+@pytest.mark.parametrize("sentence, source", [
+    ("Der Gipfel dauerte zwei Stunden, wie russische Nachrichtenagenturen am Dienstagabend meldeten.", "russische Nachrichtenagenturen"),
+    ("Biden werde danach mit Merkel telefonieren, teilte das Weiße Haus mit.", "das Weiße Haus"),
+    ("Nächstes Mal wolle er Putin wieder persönlich treffen, sagte der US-Präsident.", "der US-Präsident"),
+    ("Laut Polizei wurden drei Personen verletzt.", "Polizei"),
+    ("Die Zahl stieg nach Angaben des Innenministeriums auf 300.", "des Innenministeriums"),
+    ("Er ist so groß wie sein Vater.", None),
+    ("Biden sagte, er wolle reden.", None),
+])
+def test_the_source_of_a_statement_is_read_from_its_reporting_clause(sentence, source):
+    from rag.answering.phrases import source_phrase
+
+    span = source_phrase(sentence)
+    assert (sentence[slice(*span)] if span else None) == source
+
+
+@pytest.mark.parametrize("question, asks", [
+    ("Und wer hat das gemeldet?", True), ("Wer sagte das?", True), ("Laut wem stieg die Zahl?", True),
+    ("Wer teilte das mit?", True), ("Wer hat gewonnen?", False), ("Wer sagte das Spiel ab?", False),
+])
+def test_a_question_for_the_source_of_a_statement_is_recognised(question, asks):
+    from rag.answering.phrases import asks_for_source
+
+    assert asks_for_source(question) is asks

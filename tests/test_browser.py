@@ -156,6 +156,22 @@ def test_follow_up_leans_on_the_previous_question_until_a_new_topic(page):
     assert turn.locator(".rag-context").count() == 0  # asked on its own
 
 
+def test_a_chat_of_five_turns_reads_each_for_what_it_asks(page):
+    from test_conversation import FIVE_TURNS, check_five_turns
+
+    got = []
+    for q in FIVE_TURNS:
+        turn = ask(page, q)
+        abstained = "rag-abstained" in (turn.get_attribute("class") or "")
+        phrase = "" if abstained else turn.locator(".rag-phrase mark").inner_text()
+        sentence = turn.locator(".rag-card mark").first.inner_text() if turn.locator(".rag-card").count() else ""
+        shown = turn.locator(".rag-context")
+        context = shown.text_content().removeprefix("Bezogen auf").strip() if shown.count() else None
+        got.append((abstained, phrase, sentence, context))
+    shot(page, "gespraech-fuenf-fragen-1400")
+    check_five_turns(got)
+
+
 def test_settings_number_of_quotes_and_mode(page):
     page.get_by_text("Einstellungen").click()
     slider = page.locator("#rag-k input[type=range]")

@@ -218,3 +218,32 @@ def test_evaluation_data_is_in_the_repository():
     assert EVAL_DIR == Path(__file__).resolve().parent.parent / "eval"
     for name in ("news-qa.jsonl", "news-qa-2.jsonl", "data/10kGNAD-test.csv"):
         assert (EVAL_DIR / name).is_file()
+
+
+def test_a_span_never_contains_a_blocked_token():
+    from rag.reader.model import best_span
+
+    start = np.array([0.0, 5.0, 1.0, 0.0, 2.0])
+    end = np.array([0.0, 1.0, 5.0, 0.0, 2.0])
+    assert best_span(start, end, 1, 4, 3)[:2] == (1, 2)  # the best pair, unblocked
+    blocked = np.array([False, True, False, False])  # token 2 is an earlier answer
+    a, z, score = best_span(start, end, 1, 4, 3, blocked)
+    assert not (a <= 2 <= z) and (a, z) == (1, 1) and score == 6.0
+    assert best_span(start, end, 1, 4, 3, np.ones(4, dtype=bool))[2] == float("-inf")
+
+
+@pytest.mark.slow
+def test_the_reader_gives_its_next_answer_when_the_earlier_one_is_avoided():
+    from rag.answering.neural import shared_norm
+    from rag.reader.runtime import NeuralReader
+
+    reader = NeuralReader(WEIGHTS_DIR)
+    window = "Der Videogipfel zwischen Biden und Putin dauerte rund zwei Stunden, wie Agenturen am Abend meldeten."
+    question = "Wie lange dauerte der Videogipfel?"
+    free = reader.read(question, [window])[0]
+    said = free.span
+    assert "zwei Stunden" in window[slice(*said)]
+    held = reader.read(question, [window], avoid=[[said]])[0]
+    assert held.span is not None and (held.span[1] <= said[0] or held.span[0] >= said[1])
+    # The avoided answer leaves the normalisation too: what remains is not squeezed by it.
+    assert shared_norm([held], [0])[0][0] > shared_norm([free], [0])[0][0] + (held.score - free.score)

@@ -28,7 +28,7 @@ from ..errors import ModelError
 from .calibration import Combiner
 from .candidates import Candidate
 from .phrases import complete_value
-from .reading import Documents, Reading
+from .reading import Documents, Reading, overlaps
 
 __all__ = ["ModelReader", "ReaderScorer", "load_window_reader", "shared_norm", "WEIGHTS_DIR"]
 
@@ -76,15 +76,20 @@ class ModelReader:
         self.config = config
         self.model = model if model is not None else load_window_reader(config.reader, config.reader_backend)
 
-    def __call__(self, question: str, candidates: Sequence[Candidate], docs: Documents) -> list[Reading]:
-        readings = [Reading(0.0, c.phrase) for c in candidates]
+    def __call__(
+        self, question: str, candidates: Sequence[Candidate], docs: Documents, avoid: Sequence[tuple[str, int, int]] = ()
+    ) -> list[Reading]:
+        readings = [Reading(0.0, None if overlaps(c.phrase, c.doc_id, avoid) else c.phrase) for c in candidates]
         read = [i for i, c in enumerate(candidates) if c.window is not None]
         if not read:
             return readings
         windows = [(candidates[i].doc_id, *candidates[i].window) for i in read]
         texts = [docs.documents[d].text[a:b] for d, a, b in windows]
         focus = [(candidates[i].start - a, candidates[i].end - a) for i, (_, a, _) in zip(read, windows)]
-        results = self.model.read(question, texts, focus=focus)
+        # The avoided answers as characters of each window they touch.
+        kept = [[(max(s, a) - a, min(e, b) - a) for d2, s, e in avoid if d2 == d and s < b and a < e] for d, a, b in windows]
+        # Only a chat's follow-up avoids anything; a network without `avoid` reads everything else.
+        results = self.model.read(question, texts, focus=focus, **({"avoid": kept} if any(kept) else {}))
         normed = shared_norm(results, windows)
         for n, (i, (fs, fe), r) in enumerate(zip(read, focus, results, strict=True)):
             c = candidates[i]

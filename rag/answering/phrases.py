@@ -11,6 +11,7 @@ from ..text import stems
 __all__ = [
     "PATTERNS", "SELECTIVE_KINDS", "VALUED_KINDS", "MONTHS", "WEEKDAYS",
     "question_type", "find_phrase", "phrase_value", "is_share", "number_unit", "time_shape", "normalize_phrase",
+    "asks_for_source", "source_phrase",
 ]
 
 _DEFAULTS = Config()
@@ -286,3 +287,68 @@ _FRAME_WORDS = re.compile(
 def normalize_phrase(phrase: str) -> str:
     """The words that carry the answer, lower-cased ("am Dienstag" → "dienstag")."""
     return re.sub(r"\W+", " ", _FRAME_WORDS.sub("", phrase.strip()).lower()).strip()
+
+
+# ---------------------------------------------------------------- sources of a statement
+
+# „Wer hat das gemeldet?“, „Wer sagte das?“, „Laut wem …?“: the question asks who a statement comes
+# from, which news German names in a reporting clause („…, wie russische Nachrichtenagenturen
+# meldeten“, „teilte das Weiße Haus mit“, „laut Polizei“) rather than as the sentence's subject.
+_REPORTED = r"(?:ge)?(?:meld|bericht|sag|bestätig|erklär|betont|verkünd)(?:t|te|ten|et|ete|eten)\b|mitgeteilt\b"
+_SOURCE_QUESTION = re.compile(
+    rf"\bwer\b[^?]*\b(?:{_REPORTED}|teilte?n?\b[^?]*\bmit\b)|\blaut\s+wem\b|\bwelche\s+Quelle\b|\bwoher\s+stamm", re.I
+)
+_REPORTING_VERB = r"(?:meldete|berichtete|mitteilte|sagte|erklärte|bestätigte|betonte|verkündete|schrieb)n?"
+_SOURCE_LEADS = [
+    re.compile(rf"\bwie\s+(?=[^,.;:!?]*?\b{_REPORTING_VERB}\b)"),  # „…, wie die Polizei am Montag mitteilte“
+    re.compile(rf"\b(?:{_REPORTING_VERB}|teilten?)\s+(?=\S)"),  # „…, sagte der US-Präsident“, „teilte das Weiße Haus mit“
+    re.compile(r"\b(?:laut|nach\s+Angaben\s+(?:von\s+)?|unter\s+Berufung\s+auf\s+)", re.I),  # „laut Polizei“
+]
+# Words that end a source's name: prepositions, times, conjunctions, verbs of the clause.
+_SOURCE_END = {
+    "am", "an", "im", "in", "bei", "mit", "nach", "vor", "auf", "zur", "zum", "über", "unter", "gegenüber", "und", "dass",
+    "es", "er", "sie", "sei", "seien", "nicht", "auch", "noch", "bereits", "zuvor", "heute", "gestern", "zudem", "demnach",
+    "jedoch", "aber", "von", "vom", "bis", "seit", "so", "nun", "dazu", "wie",
+}
+# „Wer sagte das Spiel ab?“: a separable verb's particle makes „sagte“ another verb.
+_PARTICLE_END = re.compile(r"\b(?:ab|zu|an|auf|aus|vor|ein|um)\s*\?*\s*$", re.I)
+
+
+def asks_for_source(question: str) -> bool:
+    """Whether the question asks who a statement comes from („Wer hat das gemeldet?“)."""
+    return bool(_SOURCE_QUESTION.search(question)) and not _PARTICLE_END.search(question)
+
+
+def source_phrase(sentence: str) -> tuple[int, int] | None:
+    """Who the sentence says its statement comes from — the name in its reporting clause
+    („wie russische Nachrichtenagenturen am Dienstagabend meldeten“ → „russische
+    Nachrichtenagenturen“) — or None. The name runs from the clause's lead to the first word that
+    cannot be part of it (a preposition, a time, punctuation) and holds a capitalised word."""
+    for lead in _SOURCE_LEADS:
+        for m in lead.finditer(sentence):
+            span = _source_name(sentence, m.end())
+            if span is not None:
+                return span
+    return None
+
+
+def _source_name(sentence: str, start: int) -> tuple[int, int] | None:
+    words = []
+    for w in re.finditer(r"[\w.'’-]+|[^\w\s]", sentence[start:]):
+        token = w.group()
+        word = token.rstrip(".")
+        named = any(sentence[a].isupper() for a, _ in words)
+        if (
+            not word or not word[0].isalnum() or word.lower() in _SOURCE_END or len(words) == 6
+            or re.fullmatch(_REPORTING_VERB, word) or (named and not word[0].isupper())
+        ):  # after its noun, a lowercase word („wurden“) is the clause going on
+            break
+        words.append((start + w.start(), start + w.start() + len(word)))
+        if token != word:  # a full stop ends the sentence (a name's abbreviation keeps it inside the word)
+            break
+    # The name ends at its last capitalised word: „das Weiße Haus“, not „Biden zufolge“'s trailing words.
+    while words and not sentence[words[-1][0]].isupper():
+        words.pop()
+    if not words or words[0][0] < start:
+        return None
+    return words[0][0], words[-1][1]

@@ -6,14 +6,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
 from ..config import Config
-from ..conversation import ChatState, Context, clean_history, contextual_candidates
+from ..conversation import ChatState, Context, clean_history, contextual_candidates, subject_of
 from ..retrieval import Candidates, Filters, Passage, clean_question, find_candidates
 from .agreement import Agreement, agreement_of, corroborating
 from .candidates import Candidate, context_features, embed_features, lexical_features, sentences_of
 from .evidence import ABSTAIN_MESSAGE, Evidence, abstains, strays_from_topic, weigh
-from .phrases import SELECTIVE_KINDS, find_phrase, question_type
+from .phrases import SELECTIVE_KINDS, asks_for_source, find_phrase, question_type, source_phrase
 from .quotes import assemble_quotes
-from .reading import Reader, make_reader
+from .reading import Reader, make_reader, overlaps
 from .scoring import SentenceScorer, make_scorer
 from .windows import plan_reading
 
@@ -74,9 +74,9 @@ def answer(
     evidence is too weak. `scorer` and `reader` default to those `index.config` names.
 
     `history`: the chat's earlier questions, oldest first. The question is read on its own and, where
-    it does not name its own topic, in the light of the chat (rag.conversation); the reading the
-    reader is surer of answers, and `Answer.context` names the question that set the chat's subject
-    when the chat's reading was taken."""
+    it does not name its own topic, in the light of the chat (rag.conversation); `choose_reading`
+    says which reading answers, and `Answer.context` names the question that set the chat's subject
+    when the answer stays with it."""
     cfg = index.config
     turns = clean_history(history, cfg.history_turns, cfg.max_question_chars)
     if turns:
@@ -97,11 +97,11 @@ class TurnReading:
 
 def read_turn(
     index: "Index", found: Candidates, context: Context | None, scorer: SentenceScorer, reader: Reader,
-    last_answer: tuple[str, int, int] | None = None,
+    avoid: Sequence[tuple[str, int, int]] = (),
 ) -> TurnReading | None:
-    """The question of `found` read through the answer stage (None: no passage to read). In a chat's
-    reading (`context`) the previous answer's span is not an answer again: a follow-up asks for
-    something new („Und wer hat das gemeldet?“ after „Wie lange …?“)."""
+    """The question of `found` read through the answer stage (None: no passage to read). `avoid`:
+    the chat's earlier answers (doc id, start, end), which no span of this reading may touch: a
+    follow-up asks for something new („Und wer hat das gemeldet?“ after „Wie lange …?“)."""
     cfg = index.config
     if not found.passages[: cfg.answer_pool]:
         return None
@@ -110,26 +110,8 @@ def read_turn(
     if context is not None:
         for c in cands:
             c.topic = context.articles.get(c.doc_id, 0.0)
-    ranked = rank(index, q, cands, scorer, reader, context.question if context else None)
-    if context is not None and last_answer is not None:
-        ranked = _not_again(ranked, last_answer)
+    ranked = rank(index, q, cands, scorer, reader, context.question if context else None, avoid)
     return TurnReading(q, ranked, weigh(ranked, cfg, getattr(scorer, "threshold", None)), context)
-
-
-def _not_again(ranked: list[Candidate], last: tuple[str, int, int]) -> list[Candidate]:
-    """The candidates with those whose span is the previous answer's moved below all others."""
-    doc, start, end = last
-
-    def repeats(c: Candidate) -> bool:
-        return c.doc_id == doc and c.span is not None and c.span[0] < end and start < c.span[1]
-
-    if not any(repeats(c) for c in ranked):
-        return ranked
-    floor = min(c.score for c in ranked) - 1.0
-    for c in ranked:
-        if repeats(c):
-            c.score = floor
-    return sorted(ranked, key=lambda c: -c.score)
 
 
 def _answer(
@@ -143,31 +125,31 @@ def _answer(
     scorer = scorer or make_scorer(cfg)
     reader = reader or make_reader(cfg)
     threshold = getattr(scorer, "threshold", None)
-    readings: list[TurnReading | None] = []
     chat: TurnReading | None = None
     if turns and state.topic:
-        in_chat, context = contextual_candidates(index, question, state.anchor or turns[-1], state.topic, mode, filters)
+        # With a calibrated reader the question is read alone as well, so the chat's reading may keep
+        # to the chat's articles (Config.chat_reads_topic).
+        within = cfg.chat_reads_topic and threshold is not None
+        in_chat, context = contextual_candidates(index, question, state.anchor or turns[-1], state.topic, mode, filters, within)
         if context is not None:  # the question does not name its own topic: the chat may hold its subject
-            chat = read_turn(index, in_chat, context, scorer, reader, state.last_answer)
+            chat = read_turn(index, in_chat, context, scorer, reader, state.answered)
+    alone: TurnReading | None = None
     if chat is None or threshold is not None:
-        # Without a calibrated probability to compare the two readings, a follow-up is read in the
+        # Without a calibrated probability to judge the readings by, a follow-up is read in the
         # chat's light only (round 2).
-        readings.append(read_turn(index, find_candidates(index, question, mode, filters), None, scorer, reader))
-    readings.append(chat)
-    # The reading the reader is surer of; on a tie the chat's (the question did not name its own topic).
-    options = [r for r in readings if r is not None]
-    if not options:
+        alone = read_turn(index, find_candidates(index, question, mode, filters), None, scorer, reader)
+    chosen, abstained = choose_reading(alone, chat, cfg)
+    if chosen is None:
         q = clean_question(question, cfg.max_question_chars)
         result = Answer(question=q, passages=[], abstained=True, confidence=0.0, message=ABSTAIN_MESSAGE)
         return result, _leave(index, result, False, turns, state, k, mode, filters, memo)
-    chosen = max(reversed(options), key=lambda r: r.support.strength)
     q, ranked, support = chosen.question, chosen.ranked, chosen.support
     # „Bezogen auf“: the chat's subject, when the answer stays with it — read in the chat's light, or
     # read on its own but found in the chat's articles (a follow-up whose words suffice).
-    stays = chosen.context is not None or (chat is not None and chosen.ranked[0].doc_id in state.topic)
+    # An abstention leans on nothing.
+    stays = not abstained and (chosen.context is not None or (chat is not None and chosen.ranked[0].doc_id in state.topic))
     leaned_on = (state.anchor or turns[-1]) if stays else None
     kind = question_type(q)
-    abstained = abstains(support, cfg) or (chosen.context is not None and strays_from_topic(ranked, cfg))
     text_of = _text_of(index)
     # Articles that say the same as the best answer are quoted first, so the user sees the agreement.
     def embed(cands: list[Candidate]) -> None:
@@ -187,6 +169,30 @@ def _answer(
     # The subject is set by a question read on its own where the chat offered no reading of it (the
     # first turn, or one that names its own topic); a follow-up answered on its own keeps it.
     return result, _leave(index, result, chat is None, turns, state, k, mode, filters, memo)
+
+
+def choose_reading(alone: TurnReading | None, chat: TurnReading | None, cfg: Config) -> tuple[TurnReading | None, bool]:
+    """Which reading answers a question, and whether it abstains. A follow-up (one with a chat
+    reading) is answered in the chat's light when the reader accepts that reading — at least
+    `Config.follow_up_threshold`: the reader and its combiner were calibrated on questions alone,
+    and the anchor's subject beside a follow-up lifts its overlap with every sentence of the
+    chat's articles —, unless the reader is `Config.follow_up_alone_ratio` times surer of the
+    question alone (a self-contained question the topic test took for a follow-up). When the chat's
+    reading is not accepted, the question alone answers only when the reader is sure of it at least
+    by `Config.follow_up_fallback`: a question that reads as a follow-up but finds nothing in the
+    chat's articles is mostly about something no article holds (measured: README, Conversations).
+    Abstaining, the surer reading is the one withheld."""
+    if chat is None:
+        return alone, alone is not None and abstains(alone.support, cfg)
+    if alone is None:  # the rules-only reader: the chat's reading alone (round 2)
+        return chat, abstains(chat.support, cfg) or strays_from_topic(chat.ranked, cfg)
+    accepted = chat.support.strength >= max(chat.support.limit, cfg.follow_up_threshold)
+    surer = alone.support.strength >= cfg.follow_up_alone_ratio * chat.support.strength
+    if accepted and not surer:
+        return chat, False
+    if not abstains(alone.support, cfg) and (accepted or alone.support.strength >= cfg.follow_up_fallback):
+        return alone, False
+    return max((chat, alone), key=lambda r: r.support.strength), True
 
 
 def chat_state(
@@ -221,13 +227,17 @@ def _leave(
     """The state this answer leaves its chat in; kept for the chat's next question when `memo`.
     With `sets_subject` the question becomes the chat's anchor (what „Bezogen auf“ names)."""
     cfg = index.config
-    last = None
-    if result.passages:
-        p = result.passages[0]
-        span = p.phrase or p.highlight
-        last = (p.doc_id, p.start + span[0], p.start + span[1]) if span else None
+    given: list[tuple[str, int, int]] = []
+    # The answer: the best quote's phrase and the same answer in the articles that corroborate it.
+    same = {d for d, _ in result.agreement.phrases} if result.agreement is not None else set()
+    for n, p in enumerate(result.passages):
+        span = (p.phrase or p.highlight) if n == 0 else (p.phrase if p.doc_id in same else None)
+        if span:
+            given.append((p.doc_id, p.start + span[0], p.start + span[1]))
     anchor = result.question if sets_subject else state.anchor
-    after = state.after([p.doc_id for p in result.passages], cfg.topic_decay, cfg.topic_articles, anchor, last)
+    # The answers given on this subject; a new subject starts afresh.
+    answered = tuple(given) if sets_subject else state.answered + tuple(given)
+    after = state.after([p.doc_id for p in result.passages], cfg.topic_decay, cfg.topic_articles, anchor, answered)
     if memo:
         index.remember(_chat_key(index, (*turns, result.question), k, mode, filters), after)
     return after
@@ -252,9 +262,10 @@ def gather(index: "Index", question: str, passages: list[Passage], kind: str | N
     return cands
 
 
-def read(index: "Index", question: str, cands: list[Candidate], reader: Reader) -> None:
-    """Let the reader mark the answering span of every candidate."""
-    for c, r in zip(cands, reader(question, cands, index), strict=True):
+def read(index: "Index", question: str, cands: list[Candidate], reader: Reader, avoid: Sequence[tuple[str, int, int]] = ()) -> None:
+    """Let the reader mark the answering span of every candidate, touching none of `avoid`."""
+    readings = reader(question, cands, index, avoid=avoid) if avoid else reader(question, cands, index)
+    for c, r in zip(cands, readings, strict=True):
         c.span, c.span_score, c.no_answer = r.span, r.score, r.no_answer
         c.log_prob, c.log_prob_null = r.log_prob, r.log_prob_null
 
@@ -288,18 +299,33 @@ def planned_windows(index: "Index", question: str) -> list[tuple[str, int, int]]
 
 
 def rank(
-    index: "Index", question: str, cands: list[Candidate], scorer: SentenceScorer, reader: Reader, context: str | None = None
+    index: "Index", question: str, cands: list[Candidate], scorer: SentenceScorer, reader: Reader, context: str | None = None,
+    avoid: Sequence[tuple[str, int, int]] = (),
 ) -> list[Candidate]:
     """The candidates with features, spans and scores, best first. The mode chooses how candidate
     passages are found; sentences are always ranked by the same scorer, so abstention means the
     same thing in every mode. A reader that reads windows (the model reader) reads the ones
     rag.answering.windows plans, and every sentence in them becomes a candidate. `context`: the
-    earlier question a follow-up leans on."""
+    earlier question a follow-up leans on; `avoid`: text no span may touch (read)."""
     # A follow-up's reader reads it with the question it leaned on appended: „Wie heißt dieser
     # Berater?“ alone does not say which adviser (measured: README, Conversations).
-    asked = f"{question} {context}" if context and index.config.context_reader else question
+    lean = index.config.context_reader
+    asked = f"{question} {subject_of(context) if lean == 'subject' else context}" if context and lean else question
     cands = prepare(index, question, cands, getattr(reader, "reads_windows", False), getattr(scorer, "needs_vectors", True))
-    read(index, asked, cands, reader)
+    if asked != question:
+        # The windows are planned for the question itself; the features the combiner weighs describe
+        # what the reader reads — with a follow-up, the anchor's subject too.
+        lexical_features(asked, cands, index.config)
+        context_features(index, asked, [c for c in cands if c.window is not None])
+    read(index, asked, cands, reader, avoid)
+    if asks_for_source(question):
+        # Who a statement comes from is grammar — the reporting clause („…, wie X meldeten“) — which
+        # no training question asks for; the reader still judges which sentence answers.
+        for c in cands:
+            found = source_phrase(c.text)
+            span = None if found is None else (c.start + found[0], c.start + found[1])
+            if c.no_answer is not None and span is not None and not overlaps(span, c.doc_id, avoid):
+                c.span = span
     for c, s in zip(cands, scorer(question, cands), strict=True):
         c.score = float(s)
     return sorted(cands, key=lambda c: -c.score)

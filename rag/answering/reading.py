@@ -20,7 +20,7 @@ from .registry import Factory, create
 if TYPE_CHECKING:
     from ..corpus import Document
 
-__all__ = ["Reading", "Reader", "Documents", "HeuristicReader", "READERS", "make_reader"]
+__all__ = ["Reading", "Reader", "Documents", "HeuristicReader", "READERS", "make_reader", "overlaps"]
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,17 @@ class Documents(Protocol):
 
 class Reader(Protocol):
     """`reads_windows` (optional, default False): the reader reads the windows the answer stage plans
-    (`Candidate.window`, rag.answering.windows) rather than every candidate."""
+    (`Candidate.window`, rag.answering.windows) rather than every candidate. `avoid`: (doc id, start,
+    end) of text no span may touch — a chat's earlier answers, since a follow-up asks for something new."""
 
-    def __call__(self, question: str, candidates: Sequence[Candidate], docs: Documents) -> list[Reading]: ...
+    def __call__(
+        self, question: str, candidates: Sequence[Candidate], docs: Documents, avoid: Sequence[tuple[str, int, int]] = ()
+    ) -> list[Reading]: ...
+
+
+def overlaps(span: tuple[int, int] | None, doc_id: str, avoid: Sequence[tuple[str, int, int]]) -> bool:
+    """Whether the span (document offsets in `doc_id`) touches one of the `avoid` ranges."""
+    return span is not None and any(d == doc_id and s < span[1] and span[0] < e for d, s, e in avoid)
 
 
 class HeuristicReader:
@@ -56,13 +64,15 @@ class HeuristicReader:
     def __init__(self, config: Config):
         self.config = config
 
-    def __call__(self, question: str, candidates: Sequence[Candidate], docs: Documents | None = None) -> list[Reading]:
+    def __call__(
+        self, question: str, candidates: Sequence[Candidate], docs: Documents | None = None, avoid: Sequence[tuple[str, int, int]] = ()
+    ) -> list[Reading]:
         kind = question_type(question)
         readings = []
         for c in candidates:
             found = find_phrase(c.text, kind, question, self.config)
             span = None if found is None else (c.start + found[0], c.start + found[1])
-            readings.append(Reading(0.0, span))
+            readings.append(Reading(0.0, None if overlaps(span, c.doc_id, avoid) else span))
         return readings
 
 

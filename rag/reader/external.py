@@ -187,10 +187,12 @@ class HFQuestionAnsweringReader:
         return question if len(offsets) <= MAX_QUESTION else question[: offsets[MAX_QUESTION - 1][1]]
 
     def read(
-        self, question: str, windows: Sequence[str], focus: Sequence[tuple[int, int]] | None = None, batch: int = BATCH
+        self, question: str, windows: Sequence[str], focus: Sequence[tuple[int, int]] | None = None,
+        avoid: Sequence[Sequence[tuple[int, int]]] | None = None, batch: int = BATCH,
     ) -> list[WindowReading]:
         # `focus` (where the span should lie) is not used: the caller drops spans outside it.
-        """For each window: the best span (characters inside the window) and its margin over "no answer"."""
+        """For each window: the best span (characters inside the window) and its margin over "no answer";
+        no span touches the window's `avoid` ranges."""
         out: list[WindowReading] = [WindowReading(None, NO_WINDOW_MARGIN)] * len(windows)
         if not windows:
             return out
@@ -209,16 +211,25 @@ class HFQuestionAnsweringReader:
                 ends = result.end_logits.float().cpu().numpy()
                 offsets = enc["offset_mapping"].numpy()
                 for r, i in enumerate(part):
-                    out[i] = self._reading(windows[i], enc.sequence_ids(r), enc["input_ids"][r].numpy(), offsets[r], starts[r], ends[r])
+                    out[i] = self._reading(
+                        windows[i], enc.sequence_ids(r), enc["input_ids"][r].numpy(), offsets[r], starts[r], ends[r],
+                        avoid[i] if avoid is not None else (),
+                    )
         return out
 
-    def _reading(self, window: str, seq_ids: list, ids: np.ndarray, offsets: np.ndarray, st: np.ndarray, en: np.ndarray) -> WindowReading:
-        from .model import best_span
+    def _reading(
+        self, window: str, seq_ids: list, ids: np.ndarray, offsets: np.ndarray, st: np.ndarray, en: np.ndarray,
+        avoid: Sequence[tuple[int, int]] = (),
+    ) -> WindowReading:
+        from .model import best_span, blocked_tokens
 
         own = [t for t, s in enumerate(seq_ids) if s == 1]
         if not own:
             return WindowReading(None, NO_WINDOW_MARGIN)
-        a, z, score = best_span(st, en, own[0], own[-1], MAX_ANSWER)
+        blocked = blocked_tokens([tuple(o) for o in offsets], own[0], own[-1], 0, avoid)
+        a, z, score = best_span(st, en, own[0], own[-1], MAX_ANSWER, blocked)
+        if not np.isfinite(score):
+            return WindowReading(None, NO_WINDOW_MARGIN)
         null = self._null_position(ids, seq_ids)
         margin = score - float(st[null] + en[null])
         s, e = int(offsets[a][0]), int(offsets[z][1])
@@ -256,9 +267,10 @@ class CrossEncoderReader:
         self._lock = threading.Lock()
 
     def read(
-        self, question: str, windows: Sequence[str], focus: Sequence[tuple[int, int]] | None = None, batch: int = BATCH
+        self, question: str, windows: Sequence[str], focus: Sequence[tuple[int, int]] | None = None,
+        avoid: Sequence[Sequence[tuple[int, int]]] | None = None, batch: int = BATCH,
     ) -> list[WindowReading]:
-        # `focus` (where the span should lie) is not used: the caller drops spans outside it.
+        # `focus` and `avoid` (where the span should and must not lie) do not apply: no span.
         """For each window: no span, and the model's raw score as margin."""
         if not windows:
             return []

@@ -74,26 +74,54 @@ def char_span(enc: Encoded, window: str, start: int, end: int) -> tuple[int, int
     return s, e
 
 
-def best_span(start_logits: np.ndarray, end_logits: np.ndarray, first: int, last: int, max_tokens: int) -> tuple[int, int, float]:
-    """The pair start ≤ end < start + max_tokens inside [first, last] with the highest start + end logit."""
+def best_span(
+    start_logits: np.ndarray, end_logits: np.ndarray, first: int, last: int, max_tokens: int, blocked: np.ndarray | None = None
+) -> tuple[int, int, float]:
+    """The pair start ≤ end < start + max_tokens inside [first, last] with the highest start + end
+    logit; `blocked` (one flag per token first..last) marks tokens no span may contain. Score
+    -inf when every span is blocked."""
     s = start_logits[first : last + 1]
     e = end_logits[first : last + 1]
     n = len(s)
     scores = s[:, None] + e[None, :]
     # Only spans that run forwards and are at most max_tokens long.
     i, j = np.indices((n, n))
-    scores = np.where((j >= i) & (j < i + max_tokens), scores, -np.inf)
+    ok = (j >= i) & (j < i + max_tokens)
+    if blocked is not None and blocked.any():
+        # A span i..j holds a blocked token when the count of blocked tokens up to j exceeds that before i.
+        upto = np.concatenate([[0], np.cumsum(blocked)])
+        ok &= upto[j + 1] == upto[i]
+    scores = np.where(ok, scores, -np.inf)
     flat = int(np.argmax(scores))
     a, b = divmod(flat, n)
     return first + a, first + b, float(scores[a, b])
 
 
+def blocked_tokens(
+    offsets: Sequence[tuple[int, int]], first: int, last: int, shift: int, avoid: Sequence[tuple[int, int]]
+) -> np.ndarray | None:
+    """Per token first..last: whether its characters overlap one of the `avoid` ranges; `offsets`
+    are the tokens' characters, the token at position p being offsets[p - shift]. None: nothing avoided."""
+    if not avoid:
+        return None
+    out = np.zeros(max(0, last - first + 1), dtype=bool)
+    for k in range(len(out)):
+        s, e = offsets[first + k - shift]
+        out[k] = e > s and any(s < b and a < e for a, b in avoid)
+    return out
+
+
 def read_span(
-    enc: Encoded, window: str, start_logits: np.ndarray, end_logits: np.ndarray, first: int, last: int, max_tokens: int
-) -> tuple[tuple[int, int], float]:
+    enc: Encoded, window: str, start_logits: np.ndarray, end_logits: np.ndarray, first: int, last: int, max_tokens: int,
+    avoid: Sequence[tuple[int, int]] = (),
+) -> tuple[tuple[int, int] | None, float]:
     """The best span among tokens first..last as characters of the window, and its margin: its
-    score minus the "no answer" score at the first token."""
-    a, z, score = best_span(start_logits, end_logits, first, last, max_tokens)
+    score minus the "no answer" score at the first token. Spans overlapping an `avoid` range (window
+    characters) are never taken; (None, -inf) when nothing else is left."""
+    blocked = blocked_tokens(enc.offsets, first, last, enc.first, avoid)
+    a, z, score = best_span(start_logits, end_logits, first, last, max_tokens, blocked)
+    if not math.isfinite(score):
+        return None, score
     return char_span(enc, window, a, z), score - float(start_logits[0] + end_logits[0])
 
 

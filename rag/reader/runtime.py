@@ -22,7 +22,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from ..errors import ModelError
-from .model import encode_pair, pad_batch, read_span
+from .model import blocked_tokens, encode_pair, pad_batch, read_span
 
 EXPORT_VERSION = 1
 
@@ -47,7 +47,8 @@ class WindowReader(Protocol):
     fingerprint: str
 
     def read(
-        self, question: str, windows: Sequence[str], focus: Sequence[tuple[int, int]] | None = None
+        self, question: str, windows: Sequence[str], focus: Sequence[tuple[int, int]] | None = None,
+        avoid: Sequence[Sequence[tuple[int, int]]] | None = None,
     ) -> list[WindowReading]: ...
 
 
@@ -155,10 +156,12 @@ class NeuralReader:
             return self._session.run(None, {"input_ids": ids, "attention_mask": mask.astype(np.int64)})[0]
 
     def read(
-        self, question: str, windows: Sequence[str], focus: Sequence[tuple[int, int]] | None = None, batch: int = 16
+        self, question: str, windows: Sequence[str], focus: Sequence[tuple[int, int]] | None = None,
+        avoid: Sequence[Sequence[tuple[int, int]]] | None = None, batch: int = 16,
     ) -> list[WindowReading]:
         """For each window, its best span and margin. `focus`: per window, the characters the span
-        must lie in (the candidate sentence; its neighbours are context only)."""
+        must lie in (the candidate sentence; its neighbours are context only); `avoid`: per window,
+        characters no span may touch (a chat's earlier answers: a follow-up asks for something new)."""
         # A window shared by several entries (candidates next to each other, each its own focus) is
         # read once.
         unique = list(dict.fromkeys(windows))
@@ -170,7 +173,10 @@ class NeuralReader:
             ids, mask = pad_batch([encs[w].ids for w in part], 1)
             for w, row, n in zip(part, self._logits(ids, mask), mask.sum(1)):
                 logits[w] = row[:n]
-        norms = {w: window_norm(encs[w], logits[w]) for w in unique}
+        # An avoided answer is out of the question: its tokens leave the window's normalisation too,
+        # so the other spans' probabilities are conditioned on "not that answer".
+        avoided = {w: a for w, a in zip(windows, avoid)} if avoid is not None else {}
+        norms = {w: window_norm(encs[w], logits[w], avoided.get(w, ())) for w in unique}
         out: list[WindowReading] = []
         for i, w in enumerate(windows):
             enc = encs[w]
@@ -180,7 +186,10 @@ class NeuralReader:
             if last < first:  # the focus was cut off by the length limit
                 out.append(WindowReading(None, NO_SPAN, NO_SPAN, null, norm))
                 continue
-            span, margin = read_span(enc, w, st, en, first, last, self.max_answer)
+            span, margin = read_span(enc, w, st, en, first, last, self.max_answer, avoid[i] if avoid is not None else ())
+            if span is None:  # every span of the focus touches an avoided answer
+                out.append(WindowReading(None, NO_SPAN, NO_SPAN, null, norm))
+                continue
             out.append(WindowReading(span, margin, margin + null[0] + null[1], null, norm))
         return out
 
@@ -188,10 +197,15 @@ class NeuralReader:
 NO_SPAN = -1e4  # the margin of a window that could not be read
 
 
-def window_norm(enc, logits: np.ndarray) -> tuple[float, float]:
+def window_norm(enc, logits: np.ndarray, avoid: Sequence[tuple[int, int]] = ()) -> tuple[float, float]:
     """Log-sum-exp of a window's start and end logits over the positions a span or "no answer" may
-    take: the first token and the window's own tokens (as in training, `rag.reader.train`)."""
-    allowed = np.concatenate([logits[:1], logits[enc.first : len(enc.ids) - 1]])
+    take: the first token and the window's own tokens (as in training, `rag.reader.train`), less
+    those inside an `avoid` range (window characters)."""
+    own = logits[enc.first : len(enc.ids) - 1]
+    blocked = blocked_tokens(enc.offsets, enc.first, len(enc.ids) - 2, enc.first, avoid)
+    if blocked is not None:
+        own = own[~blocked]
+    allowed = np.concatenate([logits[:1], own])
     m = allowed.max(axis=0)
     lse = m + np.log(np.exp(allowed - m).sum(axis=0))
     return float(lse[0]), float(lse[1])
