@@ -294,7 +294,7 @@ def normalize_phrase(phrase: str) -> str:
 # „Wer hat das gemeldet?“, „Wer sagte das?“, „Laut wem …?“: the question asks who a statement comes
 # from, which news German names in a reporting clause („…, wie russische Nachrichtenagenturen
 # meldeten“, „teilte das Weiße Haus mit“, „laut Polizei“) rather than as the sentence's subject.
-_REPORTED = r"(?:ge)?(?:meld|bericht|sag|bestätig|erklär|betont|verkünd)(?:t|te|ten|et|ete|eten)\b|mitgeteilt\b"
+_REPORTED = r"(?:ge)?(?:meld|bericht|sag|bestätig|erklär|beton|verkünd)(?:t|te|ten|et|ete|eten)\b|mitgeteilt\b"
 _SOURCE_QUESTION = re.compile(
     rf"\bwer\b[^?]*\b(?:{_REPORTED}|teilte?n?\b[^?]*\bmit\b)|\blaut\s+wem\b|\bwelche\s+Quelle\b|\bwoher\s+stamm", re.I
 )
@@ -346,9 +346,9 @@ def _source_name(sentence: str, start: int) -> tuple[int, int] | None:
         words.append((start + w.start(), start + w.start() + len(word)))
         if token != word:  # a full stop ends the sentence (a name's abbreviation keeps it inside the word)
             break
-    # The name ends at its last capitalised word: „das Weiße Haus“, not „Biden zufolge“'s trailing words.
+    # The name ends at its last capitalised word („das Weiße Haus“); one without any is no name.
     while words and not sentence[words[-1][0]].isupper():
         words.pop()
-    if not words or words[0][0] < start:
+    if not words:
         return None
     return words[0][0], words[-1][1]
