@@ -114,7 +114,8 @@ class Config:
     # chat's reading is made, and its sentences of the chat's articles score + topic_bonus × weight.
     # A question names its own topic when it matches
     # other chunks better than any chunk of those articles by more than topic_shift (cosine) or
-    # topic_shift_bm25 (BM25 score). With context_threshold set, a rules-only follow-up whose best
+    # topic_shift_bm25 (BM25 score). With context_threshold set and the rules' scorer (no calibrated
+    # probability to choose a reading by), a follow-up whose best
     # answer comes from another article with a reader margin below stray_margin, while no sentence of
     # the chat's articles reaches context_threshold, is abstained on (off: README, Conversations).
     # The last history_turns earlier questions count.

@@ -4,8 +4,8 @@ A chat's history is its earlier questions, oldest first. Where the chat stands a
 `ChatState`: the articles its answers quoted (`topic_after`: the first `Config.topic_articles`
 weigh 1, 1/2; articles of earlier turns fade by `Config.topic_decay` a turn), the question that set
 its subject (the *anchor*: the last question read on its own — the first, or one that named its own
-topic) and the spans of the answers given on that subject, which a follow-up's reading never gives
-again. An abstention changes none of them. The answer stage remembers the state per index version
+topic) and the spans of the answers given on that subject, which the chat's reading of a follow-up
+never gives again. An abstention changes none of them. The answer stage remembers the state per index version
 (rag.answering.pipeline.chat_state), so in a chat nothing is answered twice.
 
 Every question in a chat is read on its own; one that does not name its own topic

@@ -472,6 +472,7 @@ def test_the_source_of_a_statement_is_read_from_its_reporting_clause(sentence, s
 @pytest.mark.parametrize("question, asks", [
     ("Und wer hat das gemeldet?", True), ("Wer sagte das?", True), ("Laut wem stieg die Zahl?", True),
     ("Wer teilte das mit?", True), ("Wer hat das betont?", True), ("Wer hat gewonnen?", False), ("Wer sagte das Spiel ab?", False),
+    ("Wer hat seinen Rücktritt erklärt?", False), ("Wer erklärte als Sprecher, bis wann die Halle offen bleibt?", True),
 ])
 def test_a_question_for_the_source_of_a_statement_is_recognised(question, asks):
     from rag.answering.phrases import asks_for_source

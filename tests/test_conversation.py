@@ -341,3 +341,19 @@ def test_a_follow_up_is_answered_in_the_chat_when_the_reader_accepts_that_readin
     assert choose_reading(_reading(0.1), weak, cfg) == (_reading(0.1), True)  # neither: abstain, the surer withheld
     assert choose_reading(_reading(0.1), None, cfg) == (_reading(0.1), False)  # no chat reading: alone at the usual threshold
     assert choose_reading(None, None, cfg) == (None, False)
+
+
+def test_a_reader_written_before_avoid_still_reads_and_its_spans_on_an_earlier_answer_are_dropped():
+    from rag.answering.candidates import Candidate
+    from rag.answering.pipeline import read
+    from rag.answering.reading import Reading
+
+    class OldReader:  # the reader protocol before `avoid`: it marks each sentence's first word
+        def __call__(self, question, candidates, docs):
+            return [Reading(1.0, (c.start, c.start + c.text.index(" "))) for c in candidates]
+
+    said = Candidate("a", 0, 24, "Gipfel dauerte lange.", 1.0, phrase=(0, 6))
+    other = Candidate("a", 25, 50, "Agenturen meldeten das.", 1.0, phrase=(25, 34))
+    read(None, "Und wer hat das gemeldet?", [said, other], OldReader(), avoid=[("a", 0, 6)])
+    assert said.span is None and said.phrase is None  # the earlier answer: neither span nor typed phrase
+    assert other.span == (25, 34) and other.phrase == (25, 34)

@@ -28,7 +28,7 @@ from ..errors import ModelError
 from .calibration import Combiner
 from .candidates import Candidate
 from .phrases import complete_value
-from .reading import Documents, Reading, overlaps
+from .reading import Documents, Reading, accepts_avoid, overlaps
 
 __all__ = ["ModelReader", "ReaderScorer", "load_window_reader", "shared_norm", "WEIGHTS_DIR"]
 
@@ -88,15 +88,17 @@ class ModelReader:
         focus = [(candidates[i].start - a, candidates[i].end - a) for i, (_, a, _) in zip(read, windows)]
         # The avoided answers as characters of each window they touch.
         kept = [[(max(s, a) - a, min(e, b) - a) for d2, s, e in avoid if d2 == d and s < b and a < e] for d, a, b in windows]
-        # Only a chat's follow-up avoids anything; a network without `avoid` reads everything else.
-        results = self.model.read(question, texts, focus=focus, **({"avoid": kept} if any(kept) else {}))
+        # Only a chat's follow-up avoids anything (a network without `avoid` is asked only otherwise:
+        # its spans that touch an avoided answer are dropped below).
+        results = self.model.read(question, texts, focus=focus, **({"avoid": kept} if any(kept) and accepts_avoid(self.model.read) else {}))
         normed = shared_norm(results, windows)
         for n, (i, (fs, fe), r) in enumerate(zip(read, focus, results, strict=True)):
             c = candidates[i]
-            span = c.phrase
+            span = readings[i].span  # the rules' phrase, unless it is an avoided answer
             if r.span is not None and fs <= r.span[0] < r.span[1] <= fe:
                 s, e = complete_value(c.text, (r.span[0] - fs, r.span[1] - fs))
-                span = (c.start + s, c.start + e)
+                if not overlaps((c.start + s, c.start + e), c.doc_id, avoid):  # completing may reach into one
+                    span = (c.start + s, c.start + e)
             log_prob, null = (normed[0][n], normed[1]) if normed else (None, None)
             readings[i] = Reading(score=r.margin, span=span, no_answer=-r.margin, log_prob=log_prob, log_prob_null=null)
         return readings

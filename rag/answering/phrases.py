@@ -295,9 +295,11 @@ def normalize_phrase(phrase: str) -> str:
 # from, which news German names in a reporting clause („…, wie russische Nachrichtenagenturen
 # meldeten“, „teilte das Weiße Haus mit“, „laut Polizei“) rather than as the sentence's subject.
 _REPORTED = r"(?:ge)?(?:meld|bericht|sag|bestätig|erklär|beton|verkünd)(?:t|te|ten|et|ete|eten)\b|mitgeteilt\b"
-_SOURCE_QUESTION = re.compile(
-    rf"\bwer\b[^?]*\b(?:{_REPORTED}|teilte?n?\b[^?]*\bmit\b)|\blaut\s+wem\b|\bwelche\s+Quelle\b|\bwoher\s+stamm", re.I
-)
+_WHO_REPORTED = re.compile(rf"\bwer\b[^?]*\b(?:{_REPORTED}|teilte?n?\b[^?]*\bmit\b)", re.I)
+# What was reported is a statement — „das“, „dies“, a clause after a comma — not a thing („Wer hat
+# seinen Rücktritt erklärt?“ asks who resigned).
+_STATEMENT = re.compile(r"\b(?:das|dies|dieses|diese|es)\b|,", re.I)
+_ASKS_SOURCE = re.compile(r"\blaut\s+wem\b|\bwelche\s+Quelle\b|\bwoher\s+stamm", re.I)
 _REPORTING_VERB = r"(?:meldete|berichtete|mitteilte|sagte|erklärte|bestätigte|betonte|verkündete|schrieb)n?"
 _SOURCE_LEADS = [
     re.compile(rf"\bwie\s+(?=[^,.;:!?]*?\b{_REPORTING_VERB}\b)"),  # „…, wie die Polizei am Montag mitteilte“
@@ -316,7 +318,9 @@ _PARTICLE_END = re.compile(r"\b(?:ab|zu|an|auf|aus|vor|ein|um)\s*\?*\s*$", re.I)
 
 def asks_for_source(question: str) -> bool:
     """Whether the question asks who a statement comes from („Wer hat das gemeldet?“)."""
-    return bool(_SOURCE_QUESTION.search(question)) and not _PARTICLE_END.search(question)
+    if _ASKS_SOURCE.search(question):
+        return True
+    return bool(_WHO_REPORTED.search(question) and _STATEMENT.search(question)) and not _PARTICLE_END.search(question)
 
 
 def source_phrase(sentence: str) -> tuple[int, int] | None:

@@ -13,7 +13,7 @@ from .candidates import Candidate, context_features, embed_features, lexical_fea
 from .evidence import ABSTAIN_MESSAGE, Evidence, abstains, strays_from_topic, weigh
 from .phrases import SELECTIVE_KINDS, asks_for_source, find_phrase, question_type, source_phrase
 from .quotes import assemble_quotes
-from .reading import Reader, make_reader, overlaps
+from .reading import Reader, accepts_avoid, make_reader, overlaps
 from .scoring import SentenceScorer, make_scorer
 from .windows import plan_reading
 
@@ -264,10 +264,14 @@ def gather(index: "Index", question: str, passages: list[Passage], kind: str | N
 
 def read(index: "Index", question: str, cands: list[Candidate], reader: Reader, avoid: Sequence[tuple[str, int, int]] = ()) -> None:
     """Let the reader mark the answering span of every candidate, touching none of `avoid`."""
-    readings = reader(question, cands, index, avoid=avoid) if avoid else reader(question, cands, index)
+    readings = reader(question, cands, index, avoid=avoid) if avoid and accepts_avoid(reader) else reader(question, cands, index)
     for c, r in zip(cands, readings, strict=True):
-        c.span, c.span_score, c.no_answer = r.span, r.score, r.no_answer
+        # A reader written before `avoid` may still mark an earlier answer: that span is dropped.
+        c.span = None if overlaps(r.span, c.doc_id, avoid) else r.span
+        c.span_score, c.no_answer = r.score, r.no_answer
         c.log_prob, c.log_prob_null = r.log_prob, r.log_prob_null
+        if overlaps(c.phrase, c.doc_id, avoid):
+            c.phrase = None  # an earlier answer is no typed phrase of this question (the rules' bonus)
 
 
 def prepare(index: "Index", question: str, cands: list[Candidate], windows: bool, vectors: bool) -> list[Candidate]:
@@ -312,9 +316,10 @@ def rank(
     lean = index.config.context_reader
     asked = f"{question} {subject_of(context) if lean == 'subject' else context}" if context and lean else question
     cands = prepare(index, question, cands, getattr(reader, "reads_windows", False), getattr(scorer, "needs_vectors", True))
-    if asked != question:
+    if asked != question and getattr(reader, "reads_windows", False):
         # The windows are planned for the question itself; the features the combiner weighs describe
-        # what the reader reads — with a follow-up, the anchor's subject too.
+        # what the reader reads — with a follow-up, the anchor's subject too. (The rules' scorer and
+        # its abstention keep the question's own overlap.)
         lexical_features(asked, cands, index.config)
         context_features(index, asked, [c for c in cands if c.window is not None])
     read(index, asked, cands, reader, avoid)

@@ -8,6 +8,7 @@ Readers are chosen by name
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Protocol, Sequence
@@ -20,7 +21,7 @@ from .registry import Factory, create
 if TYPE_CHECKING:
     from ..corpus import Document
 
-__all__ = ["Reading", "Reader", "Documents", "HeuristicReader", "READERS", "make_reader", "overlaps"]
+__all__ = ["Reading", "Reader", "Documents", "HeuristicReader", "READERS", "make_reader", "overlaps", "accepts_avoid"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,16 @@ class Reader(Protocol):
     def __call__(
         self, question: str, candidates: Sequence[Candidate], docs: Documents, avoid: Sequence[tuple[str, int, int]] = ()
     ) -> list[Reading]: ...
+
+
+def accepts_avoid(call) -> bool:
+    """Whether a reader (or a reader network's `read`) takes `avoid=`: readers written before it
+    did not, and still work — their spans that touch an avoided answer are dropped instead."""
+    try:
+        params = inspect.signature(call).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "avoid" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def overlaps(span: tuple[int, int] | None, doc_id: str, avoid: Sequence[tuple[str, int, int]]) -> bool:

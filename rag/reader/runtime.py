@@ -175,18 +175,19 @@ class NeuralReader:
                 logits[w] = row[:n]
         # An avoided answer is out of the question: its tokens leave the window's normalisation too,
         # so the other spans' probabilities are conditioned on "not that answer".
-        avoided = {w: a for w, a in zip(windows, avoid)} if avoid is not None else {}
-        norms = {w: window_norm(encs[w], logits[w], avoided.get(w, ())) for w in unique}
+        # Keyed by the ranges too: two articles may share a window's text (wire copies).
+        avoided = [tuple(avoid[i]) if avoid is not None else () for i in range(len(windows))]
+        norms = {(w, a): window_norm(encs[w], logits[w], a) for w, a in dict.fromkeys(zip(windows, avoided))}
         out: list[WindowReading] = []
         for i, w in enumerate(windows):
             enc = encs[w]
             st, en = logits[w][:, 0], logits[w][:, 1]
-            null, norm = (float(st[0]), float(en[0])), norms[w]
+            null, norm = (float(st[0]), float(en[0])), norms[(w, avoided[i])]
             first, last = _token_range(enc, focus[i] if focus is not None else None)
             if last < first:  # the focus was cut off by the length limit
                 out.append(WindowReading(None, NO_SPAN, NO_SPAN, null, norm))
                 continue
-            span, margin = read_span(enc, w, st, en, first, last, self.max_answer, avoid[i] if avoid is not None else ())
+            span, margin = read_span(enc, w, st, en, first, last, self.max_answer, avoided[i])
             if span is None:  # every span of the focus touches an avoided answer
                 out.append(WindowReading(None, NO_SPAN, NO_SPAN, null, norm))
                 continue
