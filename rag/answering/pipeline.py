@@ -266,7 +266,7 @@ def read(index: "Index", question: str, cands: list[Candidate], reader: Reader, 
     """Let the reader mark the answering span of every candidate, touching none of `avoid`."""
     readings = reader(question, cands, index, avoid=avoid) if avoid and accepts_avoid(reader) else reader(question, cands, index)
     for c, r in zip(cands, readings, strict=True):
-        # A reader written before `avoid` may still mark an earlier answer: that span is dropped.
+        # A reader without `avoid` (the rules', or one written before it) may mark an earlier answer: dropped.
         c.span = None if overlaps(r.span, c.doc_id, avoid) else r.span
         c.span_score, c.no_answer = r.score, r.no_answer
         c.log_prob, c.log_prob_null = r.log_prob, r.log_prob_null
@@ -274,17 +274,22 @@ def read(index: "Index", question: str, cands: list[Candidate], reader: Reader, 
             c.phrase = None  # an earlier answer is no typed phrase of this question (the rules' bonus)
 
 
-def prepare(index: "Index", question: str, cands: list[Candidate], windows: bool, vectors: bool) -> list[Candidate]:
+def prepare(
+    index: "Index", question: str, cands: list[Candidate], windows: bool, vectors: bool, read_as: str | None = None
+) -> list[Candidate]:
     """The candidates' features: the cheap ones always; with `windows`, the reader's windows planned
     (rag.answering.windows: their other sentences join as candidates); with `vectors`, the
-    sentence embeddings the rules' scorer needs."""
+    sentence embeddings the rules' scorer needs. `read_as`: what the reader will read instead of
+    the question (a follow-up with the anchor's subject): the windows are planned for the question,
+    as in training, and the read sentences' cheap and context features describe `read_as`."""
     cfg = index.config
     lexical_features(question, cands, cfg)
     if windows:
         known = {id(c) for c in cands}
         cands = plan_reading(index, cands, cfg)
-        lexical_features(question, [c for c in cands if id(c) not in known], cfg)
-        context_features(index, question, [c for c in cands if c.window is not None])
+        described = read_as or question
+        lexical_features(described, cands if described != question else [c for c in cands if id(c) not in known], cfg)
+        context_features(index, described, [c for c in cands if c.window is not None])
     if vectors:
         # With planned windows only the read sentences are ranked by their features.
         embed_features(index, question, [c for c in cands if c.window is not None] if windows else cands)
@@ -315,13 +320,9 @@ def rank(
     # Berater?“ alone does not say which adviser (measured: README, Conversations).
     lean = index.config.context_reader
     asked = f"{question} {subject_of(context) if lean == 'subject' else context}" if context and lean else question
-    cands = prepare(index, question, cands, getattr(reader, "reads_windows", False), getattr(scorer, "needs_vectors", True))
-    if asked != question and getattr(reader, "reads_windows", False):
-        # The windows are planned for the question itself; the features the combiner weighs describe
-        # what the reader reads — with a follow-up, the anchor's subject too. (The rules' scorer and
-        # its abstention keep the question's own overlap.)
-        lexical_features(asked, cands, index.config)
-        context_features(index, asked, [c for c in cands if c.window is not None])
+    # With a model reader the features the combiner weighs describe what the reader reads (prepare);
+    # the rules' scorer and its abstention keep the question's own overlap.
+    cands = prepare(index, question, cands, getattr(reader, "reads_windows", False), getattr(scorer, "needs_vectors", True), asked)
     read(index, asked, cands, reader, avoid)
     if asks_for_source(question):
         # Who a statement comes from is grammar — the reporting clause („…, wie X meldeten“) — which

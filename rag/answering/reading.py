@@ -75,15 +75,14 @@ class HeuristicReader:
     def __init__(self, config: Config):
         self.config = config
 
-    def __call__(
-        self, question: str, candidates: Sequence[Candidate], docs: Documents | None = None, avoid: Sequence[tuple[str, int, int]] = ()
-    ) -> list[Reading]:
+    def __call__(self, question: str, candidates: Sequence[Candidate], docs: Documents | None = None) -> list[Reading]:
+        # No `avoid`: the answer stage drops a span on an earlier answer (rag.answering.pipeline.read).
         kind = question_type(question)
         readings = []
         for c in candidates:
             found = find_phrase(c.text, kind, question, self.config)
             span = None if found is None else (c.start + found[0], c.start + found[1])
-            readings.append(Reading(0.0, None if overlaps(span, c.doc_id, avoid) else span))
+            readings.append(Reading(0.0, span))
         return readings
 
 
